@@ -1,0 +1,1 @@
+"""The one small runtime package every service shares: settings, Kafka wiring, codec, logging."""
