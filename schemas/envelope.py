@@ -1,0 +1,95 @@
+"""The CloudEvents 1.0 envelope (JSON structured mode) with ``correlationid`` and ``causationid``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.base import Message
+from schemas.registry import model_for
+
+_ID_NAMESPACE = uuid.UUID("6f1c7a52-2b7e-4c41-9d55-6a0c1f0b7a11")
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+    correlationid: str = Field(min_length=1)
+    causationid: str | None = None
+
+
+class InvalidMessage(ValueError):
+    """Raised for input a service cannot use; the reason goes to the dead-letter topic."""
+
+
+def derived_id(cause: str, *parts: object) -> str:
+    """A deterministic event id: re-handling the same cause re-emits the same id, so consumers dedupe."""
+    return str(uuid.uuid5(_ID_NAMESPACE, "|".join([cause, *map(str, parts)])))
+
+
+def envelope_for(
+    message: Message,
+    *,
+    source: str,
+    correlationid: str,
+    causationid: str | None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> Envelope:
+    return Envelope(
+        id=event_id or str(uuid.uuid4()),
+        source=source,
+        type=message.event_type,
+        time=time or datetime.now(UTC),
+        subject=message.subject() or None,
+        data=message.model_dump(mode="json"),
+        correlationid=correlationid,
+        causationid=causationid,
+    )
+
+
+def encode(envelope: Envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json", exclude_none=True))
+
+
+def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
+    """Parse and validate a raw Kafka value into its envelope and typed message, or raise InvalidMessage."""
+    if raw is None:
+        raise InvalidMessage("empty message (no value)")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidMessage("not a CloudEvents object (JSON value is not an object)")
+    try:
+        envelope = Envelope.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid CloudEvents envelope: {_brief(exc)}") from exc
+    model = model_for(envelope.type)
+    if model is None:
+        raise InvalidMessage(f"unknown event type {envelope.type!r}")
+    try:
+        message = model.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid {envelope.type} data: {_brief(exc)}") from exc
+    return envelope, message
+
+
+def _brief(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    shown = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errors[:5])
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return shown + more

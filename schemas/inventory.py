@@ -1,0 +1,158 @@
+"""Inventory: commands to the stock ledger (keyed by SKU) and the facts it records."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.base import Command, EntityId, LocationId, Message, PositiveQuantity, Quantity, Sku
+
+
+class ReserveStock(Command):
+    event_type = "inventory.reserve_stock.v1"
+    summary = "Hold qty units of a SKU at a location for an order line (check-and-reserve, atomic)."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class ReleaseReservation(Command):
+    event_type = "inventory.release_reservation.v1"
+    summary = "Give a reservation's units back to available stock (cancelled, re-sourced)."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    reason: str = "released"
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class ConsumeReservation(Command):
+    event_type = "inventory.consume_reservation.v1"
+    summary = "The reserved units left the building: on hand and reserved both drop."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    qty: PositiveQuantity
+    shipment_id: EntityId
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class CountStock(Command):
+    event_type = "inventory.count_stock.v1"
+    summary = "A stock feed: the absolute quantity counted at a location; the ledger adjusts to it."
+
+    count_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: Quantity
+    safety_stock: Quantity | None = None
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class StockReserved(Message):
+    event_type = "inventory.stock_reserved.v1"
+    summary = "The ledger holds the units of a reservation."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReservationRefused(Message):
+    event_type = "inventory.reservation_refused.v1"
+    summary = "The ledger could not hold the units: not enough available at that location."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity
+    available: Quantity
+    reason: str
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReservationReleased(Message):
+    event_type = "inventory.reservation_released.v1"
+    summary = "A reservation ended by release: its units are available again."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: Quantity
+    reason: str
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReservationConsumed(Message):
+    event_type = "inventory.reservation_consumed.v1"
+    summary = "A reservation ended by shipment: its units left on hand."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity
+    shipment_id: EntityId
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+MovementKind = Literal["received", "shipped", "counted", "adjusted", "restocked"]
+
+
+class StockMoved(Message):
+    event_type = "inventory.stock_moved.v1"
+    summary = "On hand at a location changed, with the movement's kind and cause (the ledger's audit trail)."
+
+    movement_id: EntityId
+    sku: Sku
+    location: LocationId
+    kind: MovementKind
+    delta: int
+    on_hand_after: Quantity
+    cause_id: EntityId
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class AvailabilityChanged(Message):
+    event_type = "inventory.availability_changed.v1"
+    summary = "The availability of a SKU at a location (compacted: the latest value per key)."
+
+    sku: Sku
+    location: LocationId
+    on_hand: Quantity
+    reserved: Quantity
+    safety_stock: Quantity
+    available: Quantity
+    incoming: Quantity = 0
+    version: int = 0
+
+    def subject(self) -> str:
+        return f"{self.sku}@{self.location}"

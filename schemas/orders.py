@@ -1,0 +1,248 @@
+"""Orders: the public inbound messages of producers, and the orchestrator's order events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from schemas.base import (
+    Channel,
+    EntityId,
+    Frozen,
+    Latitude,
+    LocationId,
+    Longitude,
+    Message,
+    Money,
+    PositiveQuantity,
+    Quantity,
+    Sku,
+)
+
+OrderStatus = Literal[
+    "accepted",
+    "backordered",
+    "allocated",
+    "in_fulfilment",
+    "partially_shipped",
+    "shipped",
+    "ready_for_pickup",
+    "collected",
+    "reserved",
+    "expired",
+    "cancelled",
+    "rejected",
+]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"shipped", "collected", "expired", "cancelled", "rejected"})
+
+
+class OrderLine(Frozen):
+    sku: Sku
+    qty: PositiveQuantity
+    unit_price: Money = 0.0
+
+
+class ShipTo(Frozen):
+    """Deliver to the customer's address (from a warehouse, or a store that ships)."""
+
+    mode: Literal["ship"] = "ship"
+    lat: Latitude
+    lon: Longitude
+    address: str | None = None
+
+
+class PickupAt(Frozen):
+    """Buy online, pick up in store (BOPIS)."""
+
+    mode: Literal["pickup"] = "pickup"
+    location: LocationId
+
+
+class ReserveAt(Frozen):
+    """Reserve online, try in store (ROPIS): a timed hold, paid in store."""
+
+    mode: Literal["reserve"] = "reserve"
+    location: LocationId
+    hold_s: Annotated[int, Field(gt=0, le=30 * 24 * 3600)] = 24 * 3600
+
+
+Delivery = Annotated[ShipTo | PickupAt | ReserveAt, Field(discriminator="mode")]
+
+
+class OrderPlaced(Message):
+    event_type = "order.placed.v1"
+    summary = "A producer (web, marketplace, B2B, store, call centre) placed an order."
+
+    order_id: EntityId
+    channel: Channel
+    customer_id: EntityId
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=200)]
+    delivery: Delivery
+    store_id: LocationId | None = None
+    currency: str = "EUR"
+    customer_tier: str | None = None
+    placed_at: datetime | None = None
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class OrderCancelRequested(Message):
+    event_type = "order.cancel_requested.v1"
+    summary = "The customer or customer service asked to cancel an order."
+
+    order_id: EntityId
+    reason: str = "customer_request"
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class PickupCollected(Message):
+    event_type = "pickup.collected.v1"
+    summary = "The customer came to the store and collected a BOPIS or ROPIS order."
+
+    order_id: EntityId
+    location: LocationId | None = None
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReturnLine(Frozen):
+    sku: Sku
+    qty: PositiveQuantity
+
+
+class ReturnRequested(Message):
+    event_type = "return.requested.v1"
+    summary = "The customer asked to return lines of an order, in store or by mail."
+
+    order_id: EntityId
+    return_id: EntityId
+    lines: Annotated[list[ReturnLine], Field(min_length=1)]
+    method: Literal["in_store", "mail"] = "mail"
+    location: LocationId | None = None
+    reason: str = "unspecified"
+    condition: Literal["sellable", "damaged", "defective"] = "sellable"
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class LineStatus(Frozen):
+    sku: Sku
+    ordered: Quantity
+    shipped: Quantity = 0
+    cancelled: Quantity = 0
+    open: Quantity = 0
+
+
+class ShipmentView(Frozen):
+    location: LocationId
+    lines: list[ReturnLine]
+    tracking: str
+    carrier: str = ""
+    parcel_id: str = ""
+
+
+class OrderStatusChanged(Message):
+    event_type = "order.status_changed.v1"
+    summary = "The public status of an order changed (the outbound topic storefronts follow)."
+
+    order_id: EntityId
+    status: OrderStatus
+    previous: OrderStatus | None = None
+    reason: str | None = None
+    channel: Channel | None = None
+    lines: list[LineStatus] = []
+    shipments: list[ShipmentView] = []
+    promised_date: datetime | None = None
+    version: int = 0
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class OrderAccepted(Message):
+    event_type = "order.accepted.v1"
+    summary = "The orchestrator validated an order and took charge of it."
+
+    order_id: EntityId
+    channel: Channel
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class OrderRejected(Message):
+    event_type = "order.rejected.v1"
+    summary = "The orchestrator refused an order: invalid, or no source and no supply."
+
+    order_id: EntityId
+    reason: str
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class CandidateScore(Frozen):
+    """How one location fared when a line or an order was sourced: its score, or why it was out."""
+
+    location: LocationId
+    eligible: bool
+    score: float | None = None
+    distance_km: float | None = None
+    cost: float | None = None
+    reason: str | None = None
+
+
+class AllocatedLine(Frozen):
+    sku: Sku
+    qty: PositiveQuantity
+    location: LocationId
+    reservation_id: EntityId
+
+
+class OrderAllocated(Message):
+    event_type = "order.allocated.v1"
+    summary = "Every line of an order is reserved at the locations the sourcing rules chose."
+
+    order_id: EntityId
+    allocations: list[AllocatedLine]
+    rule_set: str = "default"
+    rule_set_version: int = 0
+    rule: str = "default"
+    candidates: list[CandidateScore] = []
+    attempt: int = 1
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class OrderCancelled(Message):
+    event_type = "order.cancelled.v1"
+    summary = "The order (or what was left of it) was cancelled and its reservations released."
+
+    order_id: EntityId
+    reason: str
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class OrderShipped(Message):
+    event_type = "order.shipped.v1"
+    summary = "A shipment of the order left a location; the order is shipped or partially shipped."
+
+    order_id: EntityId
+    location: LocationId
+    parcel_id: EntityId
+    tracking: str
+    lines: list[ReturnLine]
+    complete: bool
+
+    def subject(self) -> str:
+        return self.order_id

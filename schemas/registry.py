@@ -1,0 +1,45 @@
+"""Every message type of the contract, by CloudEvents ``type``."""
+
+from __future__ import annotations
+
+from schemas import inventory, network, orders, wms
+from schemas.base import Message
+
+ALL_MESSAGES: tuple[type[Message], ...] = (
+    orders.OrderPlaced,
+    orders.OrderCancelRequested,
+    orders.PickupCollected,
+    orders.ReturnRequested,
+    orders.OrderStatusChanged,
+    orders.OrderAccepted,
+    orders.OrderRejected,
+    orders.OrderAllocated,
+    orders.OrderCancelled,
+    orders.OrderShipped,
+    inventory.ReserveStock,
+    inventory.ReleaseReservation,
+    inventory.ConsumeReservation,
+    inventory.CountStock,
+    inventory.StockReserved,
+    inventory.ReservationRefused,
+    inventory.ReservationReleased,
+    inventory.ReservationConsumed,
+    inventory.StockMoved,
+    inventory.AvailabilityChanged,
+    wms.FulfilOrder,
+    wms.ConfirmTask,
+    wms.TaskCreated,
+    wms.FulfilmentAccepted,
+    wms.FulfilmentRejected,
+    wms.ItemsPicked,
+    wms.ParcelShipped,
+    wms.ShortPicked,
+    network.LocationConfigured,
+    network.DeadLettered,
+)
+
+_BY_TYPE: dict[str, type[Message]] = {m.event_type: m for m in ALL_MESSAGES}
+
+
+def model_for(event_type: str) -> type[Message] | None:
+    return _BY_TYPE.get(event_type)

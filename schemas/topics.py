@@ -1,0 +1,181 @@
+"""The topic catalog: every topic, its key, its messages, its partitions, retention and cleanup policy.
+
+Names are relative to a namespace: in the default namespace ``baton`` the public inbound topic is
+``baton.orders.inbound.v1``; a scenario run in namespace ``run-5f2c`` uses ``run-5f2c.orders.inbound.v1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from schemas import inventory, network, orders, wms
+from schemas.base import Message
+
+KEEP_FOREVER = -1
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    messages: tuple[type[Message], ...]
+    description: str
+    cleanup_policy: Literal["delete", "compact"] = "delete"
+    retention_ms: int = KEEP_FOREVER
+    public: bool = False
+    per_location: bool = False
+    partitions: int | None = None
+    producers: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, location: str | None = None) -> str:
+        if self.per_location:
+            if location is None:
+                raise ValueError(f"topic {self.name} is per location: give a location id")
+            return self.name.replace("{location}", location)
+        return self.name
+
+
+ORDERS_INBOUND = TopicSpec(
+    name="orders.inbound.v1",
+    key="order_id",
+    messages=(orders.OrderPlaced, orders.OrderCancelRequested, orders.ReturnRequested, orders.PickupCollected),
+    description="The one public inbound topic: every channel publishes orders, cancellations, returns here.",
+    public=True,
+    producers=("web shop", "marketplace connector", "B2B portal", "store POS", "call centre"),
+    consumers=("orchestrator",),
+)
+ORDERS_STATUS = TopicSpec(
+    name="orders.status.v1",
+    key="order_id",
+    messages=(orders.OrderStatusChanged,),
+    description="The public outbound topic: every status change of every order.",
+    public=True,
+    producers=("orchestrator",),
+    consumers=("storefronts", "customer service"),
+)
+ORDERS_EVENTS = TopicSpec(
+    name="orders.events.v1",
+    key="order_id",
+    messages=(
+        orders.OrderAccepted,
+        orders.OrderRejected,
+        orders.OrderAllocated,
+        orders.OrderCancelled,
+        orders.OrderShipped,
+    ),
+    description="The orchestrator's decisions about each order (the audit trail of sourcing).",
+    producers=("orchestrator",),
+    consumers=("audit",),
+)
+INVENTORY_COMMANDS = TopicSpec(
+    name="inventory.commands.v1",
+    key="sku",
+    messages=(
+        inventory.ReserveStock,
+        inventory.ReleaseReservation,
+        inventory.ConsumeReservation,
+        inventory.CountStock,
+    ),
+    description="Commands to the stock ledger, keyed by SKU so one writer decides every reservation of it.",
+    producers=("orchestrator", "stock feeds"),
+    consumers=("inventory",),
+)
+INVENTORY_RESERVATIONS = TopicSpec(
+    name="inventory.reservations.v1",
+    key="order_id",
+    messages=(
+        inventory.StockReserved,
+        inventory.ReservationRefused,
+        inventory.ReservationReleased,
+        inventory.ReservationConsumed,
+    ),
+    description="Every reservation's lifecycle, keyed by order so the orchestrator's saga sees it in order.",
+    producers=("inventory",),
+    consumers=("orchestrator",),
+)
+INVENTORY_MOVEMENTS = TopicSpec(
+    name="inventory.movements.v1",
+    key="sku",
+    messages=(inventory.StockMoved,),
+    description="Every change of on-hand stock with its kind and cause: the ledger's audit trail.",
+    producers=("inventory",),
+    consumers=("audit",),
+)
+INVENTORY_AVAILABILITY = TopicSpec(
+    name="inventory.availability.v1",
+    key="sku@location",
+    messages=(inventory.AvailabilityChanged,),
+    description="The latest availability of every SKU at every location (compacted).",
+    cleanup_policy="compact",
+    public=True,
+    producers=("inventory",),
+    consumers=("storefronts", "outside systems"),
+)
+WMS_COMMANDS = TopicSpec(
+    name="wms.{location}.commands.v1",
+    key="order_id",
+    messages=(wms.FulfilOrder, wms.ConfirmTask),
+    description="A location's inbox: fulfilment requests from the OMS and task confirmations from workers.",
+    per_location=True,
+    producers=("orchestrator", "workers"),
+    consumers=("wms node of the location",),
+)
+WMS_TASKS = TopicSpec(
+    name="wms.{location}.tasks.v1",
+    key="task_id",
+    messages=(wms.TaskCreated,),
+    description="A location's task queue: the work its people (or the auto-workers) take and confirm.",
+    per_location=True,
+    producers=("wms node of the location",),
+    consumers=("workers",),
+)
+WMS_EVENTS = TopicSpec(
+    name="wms.events.v1",
+    key="order_id",
+    messages=(
+        wms.FulfilmentAccepted,
+        wms.FulfilmentRejected,
+        wms.ItemsPicked,
+        wms.ShortPicked,
+        wms.ParcelShipped,
+    ),
+    description="What happened in the warehouses and stores, keyed by order for the orchestrator.",
+    producers=("wms nodes",),
+    consumers=("orchestrator",),
+)
+NETWORK = TopicSpec(
+    name="network.v1",
+    key="location_id",
+    messages=(network.LocationConfigured,),
+    description="Network master data (locations), compacted, versioned: replays see the version in force.",
+    cleanup_policy="compact",
+    partitions=1,
+    producers=("baton network apply",),
+    consumers=("orchestrator",),
+)
+DEAD_LETTERS = TopicSpec(
+    name="deadletter.v1",
+    key="topic/partition/offset",
+    messages=(network.DeadLettered,),
+    description="Messages a service could not use, with the reason. Nothing is dropped silently.",
+    producers=("every service",),
+    consumers=("ops",),
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    ORDERS_INBOUND,
+    ORDERS_STATUS,
+    ORDERS_EVENTS,
+    INVENTORY_COMMANDS,
+    INVENTORY_RESERVATIONS,
+    INVENTORY_MOVEMENTS,
+    INVENTORY_AVAILABILITY,
+    WMS_COMMANDS,
+    WMS_TASKS,
+    WMS_EVENTS,
+    NETWORK,
+    DEAD_LETTERS,
+)
