@@ -1,0 +1,34 @@
+# Developer entry points. The venv is rebuilt only when pyproject.toml changes (stamp file).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv stack-up stack-down stack-status test lint demo
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+stack-up: venv
+	$(BIN)/baton stack up
+
+stack-down: venv
+	$(BIN)/baton stack down
+
+stack-status: venv
+	$(BIN)/baton stack status
+
+# The pytest session fixture starts (and afterwards stops) whatever of the stack is missing.
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy baton schemas services
+
+demo: venv
+	$(BIN)/baton demo

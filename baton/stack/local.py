@@ -1,0 +1,632 @@
+"""The local stack: a real single-node Kafka (KRaft, run from its Maven Central jars) and Redis.
+
+Whatever already answers at ``BATON_KAFKA_BOOTSTRAP`` / ``BATON_REDIS_URL`` is reused and never
+touched. What baton starts itself is recorded by PID file under ``<home>/stack/`` and is the only
+thing ``down`` stops: by PID, after checking the PID still runs the expected program.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from urllib.parse import urlsplit
+
+import redis
+
+from baton.runtime.settings import Settings, get_settings, project_root
+
+KAFKA = "kafka"
+REDIS = "redis"
+SERVICES = (KAFKA, REDIS)
+# What /proc/<pid>/cmdline of a process baton started must contain before baton signals it.
+PROCESS_MARKERS = {KAFKA: "kafka.Kafka", REDIS: "redis-server"}
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+MIN_JAVA = 17
+STOP_GRACE_S = 30.0
+KAFKA_JVM_OPTS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+LOG_TAIL_LINES = 40
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """The stack cannot be brought up or down; the message says why and what to do about it."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    @property
+    def local(self) -> bool:
+        return self.host in LOOPBACK
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def kafka_endpoint(bootstrap: str) -> Endpoint:
+    """The first address of a bootstrap list such as ``127.0.0.1:9092,127.0.0.1:9094``."""
+    first = bootstrap.split(",")[0].strip().split("://")[-1]
+    host, _, port = first.rpartition(":")
+    return Endpoint(host.strip("[]") or "127.0.0.1", int(port or 9092))
+
+
+def redis_endpoint(url: str) -> Endpoint:
+    parts = urlsplit(url)
+    return Endpoint(parts.hostname or "127.0.0.1", parts.port or 6379)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One part of the stack: whether it answers, and the PID when baton started it."""
+
+    name: str
+    address: str
+    answering: bool
+    pid: int | None = None
+    started_now: bool = False
+    log: str | None = None
+
+    @property
+    def owner(self) -> str:
+        if self.pid is not None:
+            return f"baton (pid {self.pid})"
+        return "external" if self.answering else "-"
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "owner": self.owner}
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    kafka: ServiceStatus
+    redis: ServiceStatus
+
+    @property
+    def services(self) -> tuple[ServiceStatus, ...]:
+        return (self.kafka, self.redis)
+
+    @property
+    def healthy(self) -> bool:
+        return all(service.answering for service in self.services)
+
+    @property
+    def started_now(self) -> tuple[str, ...]:
+        return tuple(service.name for service in self.services if service.started_now)
+
+    def to_dict(self) -> dict[str, object]:
+        return {service.name: service.to_dict() for service in self.services}
+
+
+# --- probes -----------------------------------------------------------------------------------
+
+
+def port_open(endpoint: Endpoint, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _metadata_request(correlation_id: int) -> bytes:
+    """A Kafka Metadata v4 request for no topics (v0-v3 are gone since Kafka 4.0)."""
+    client_id = b"baton-stack"
+    header = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id
+    body = struct.pack(">ib", 0, 0)  # topics: empty array; allow_auto_topic_creation: false
+    return struct.pack(">i", len(header) + len(body)) + header + body
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ValueError("connection closed before a full response")
+        data += chunk
+    return data
+
+
+def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True when the first bootstrap address answers a Metadata request listing at least one broker."""
+    endpoint = kafka_endpoint(bootstrap)
+    correlation_id = os.getpid() & 0x7FFFFFFF
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(_metadata_request(correlation_id))
+            _size, answered_id, _throttle, brokers = struct.unpack(">iiii", _recv_exact(sock, 16))
+    except (OSError, ValueError):
+        return False
+    return answered_id == correlation_id and brokers > 0
+
+
+def redis_answers(url: str, timeout: float = 2.0) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie child of ours is reaped and counts as gone)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def process_matches(pid: int, marker: str) -> bool:
+    """True when ``pid`` is alive and its command line contains ``marker``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return marker.encode() in cmdline and process_alive(pid)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def stop_pid(pid: int, marker: str, grace: float = STOP_GRACE_S) -> bool:
+    """SIGTERM (then SIGKILL after ``grace`` s) ``pid`` if it still runs ``marker``; False if it did not."""
+    if not process_matches(pid, marker):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid, grace):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 5.0)
+    return True
+
+
+def spawn_detached(argv: list[str], log_path: Path) -> int:
+    """Start ``argv`` in its own session, stdin from /dev/null, stdout and stderr to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as out, open(os.devnull, "rb") as devnull:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, devnull.fileno(), 0),
+            (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+        ]
+        pid = os.posix_spawnp(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
+    wait_for_cmdline(pid)
+    return pid
+
+
+def wait_for_cmdline(pid: int, timeout: float = 2.0) -> None:
+    """Right after an exec, /proc/<pid>/cmdline can read empty for a moment; wait it out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process_alive(pid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+        time.sleep(0.01)
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def java_major(java: str) -> int:
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if found is None:
+        return 0
+    major = int(found[1])
+    return int(found[2] or 0) if major == 1 else major
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64, never starting with '-'."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _stack_resource(name: str) -> str:
+    return resources.files("baton.stack").joinpath(name).read_text()
+
+
+# --- the stack --------------------------------------------------------------------------------
+
+
+class LocalStack:
+    """Brings the local Kafka and Redis up and down; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        timeout: float = 90.0,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.timeout = timeout
+        self.echo = echo or log.info
+        self.jars_dir = self.settings.home / "kafka-jars"
+        self.stack_dir = self.settings.home / "stack"
+        self.kafka_dir = self.stack_dir / "kafka"
+        self.kafka_data = self.kafka_dir / "data"
+        self.redis_dir = self.stack_dir / "redis"
+        self.kafka_ep = kafka_endpoint(self.settings.kafka_bootstrap)
+        self.redis_ep = redis_endpoint(self.settings.redis_url)
+
+    # public -------------------------------------------------------------------------------
+
+    def up(self, *, fresh: bool = False) -> StackStatus:
+        """Make Kafka and Redis answer (idempotent); what this starts stays up until ``down``."""
+        with self._locked():
+            status = self._up(fresh=fresh)
+            self._ephemeral_file.unlink(missing_ok=True)
+            return status
+
+    def down(self, *, wipe: bool = False) -> StackStatus:
+        """Stop what baton started (by PID file); ``wipe`` also deletes Kafka's data."""
+        with self._locked():
+            for name in SERVICES:
+                self._stop(name)
+            self._ephemeral_file.unlink(missing_ok=True)
+            if wipe:
+                self._wipe_kafka()
+            return self._status()
+
+    def status(self) -> StackStatus:
+        return self._status()
+
+    def acquire(self) -> tuple[StackStatus, Path]:
+        """``up`` for a test session: a lease, and what it starts is stopped when the last lease ends."""
+        with self._locked():
+            status = self._up()
+            self._mark_ephemeral(status.started_now)
+            lease = self._lease_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            lease.parent.mkdir(parents=True, exist_ok=True)
+            lease.touch()
+            return status, lease
+
+    def release(self, lease: Path) -> tuple[str, ...]:
+        """End a lease; when no live lease is left, stop what leased sessions started."""
+        with self._locked():
+            lease.unlink(missing_ok=True)
+            if self._live_leases():
+                return ()
+            names = tuple(name for name in self._ephemeral() if self._stop(name))
+            self._ephemeral_file.unlink(missing_ok=True)
+            return names
+
+    def pid_file(self, name: str) -> Path:
+        return self.stack_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.stack_dir / name / f"{name}.log"
+
+    def owned_pid(self, name: str) -> int | None:
+        """The PID baton recorded for ``name`` if that process still runs the expected program."""
+        pid = read_pid(self.pid_file(name))
+        return pid if pid is not None and process_matches(pid, PROCESS_MARKERS[name]) else None
+
+    # up / down ----------------------------------------------------------------------------
+
+    def _up(self, *, fresh: bool = False) -> StackStatus:
+        if fresh:
+            self._wipe_kafka()
+        started: list[str] = []
+        try:
+            if self._ensure_kafka():
+                started.append(KAFKA)
+            if self._ensure_redis():
+                started.append(REDIS)
+        except BaseException:
+            for name in started:
+                self._stop(name)
+            raise
+        return self._status(started=tuple(started))
+
+    def _status(self, started: tuple[str, ...] = ()) -> StackStatus:
+        kafka_up = kafka_answers(self.settings.kafka_bootstrap)
+        redis_up = redis_answers(self.settings.redis_url)
+        return StackStatus(
+            kafka=self._service(KAFKA, self.settings.kafka_bootstrap, kafka_up, started),
+            redis=self._service(REDIS, str(self.redis_ep), redis_up, started),
+        )
+
+    def _service(self, name: str, address: str, answering: bool, started: tuple[str, ...]) -> ServiceStatus:
+        pid = self.owned_pid(name)
+        log_path = str(self.log_file(name)) if pid is not None else None
+        return ServiceStatus(name, address, answering, pid, name in started, log_path)
+
+    def _stop(self, name: str) -> bool:
+        """Stop the process of ``name``'s PID file if it is still that program; drop the file."""
+        pid_file = self.pid_file(name)
+        pid = read_pid(pid_file)
+        stopped = pid is not None and stop_pid(pid, PROCESS_MARKERS[name])
+        if stopped:
+            self.echo(f"stopped {name} (pid {pid})")
+        elif pid is not None:
+            self.echo(f"{name}: pid {pid} in {pid_file} is not a running {name}; left alone")
+        pid_file.unlink(missing_ok=True)
+        return stopped
+
+    def _wipe_kafka(self) -> None:
+        self._stop(KAFKA)
+        if kafka_answers(self.settings.kafka_bootstrap):
+            raise StackError(
+                f"Kafka at {self.kafka_ep} was not started by baton; only the local stack's data "
+                f"({self.kafka_data}) can be wiped. Stop that broker first."
+            )
+        shutil.rmtree(self.kafka_data, ignore_errors=True)
+        self.echo(f"wiped {self.kafka_data}")
+
+    def _check_can_start(self, name: str, endpoint: Endpoint, env_var: str) -> None:
+        if not endpoint.local:
+            raise StackError(
+                f"{name} at {endpoint} does not answer, and baton only starts a local one; "
+                f"start it or point {env_var} at one that runs."
+            )
+        if port_open(endpoint):
+            raise StackError(
+                f"{endpoint} is taken by a process that does not answer as {name}; "
+                f"stop it or set {env_var} to another address."
+            )
+
+    def _await(self, name: str, probe: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if probe():
+                return
+            pid = read_pid(self.pid_file(name))
+            if pid is None or not process_alive(pid):  # not the cmdline: it may not have exec'd yet
+                self.pid_file(name).unlink(missing_ok=True)
+                raise self._failure(name, "exited while starting")
+            time.sleep(0.25)
+        self._stop(name)
+        raise self._failure(name, f"did not answer within {self.timeout:.0f} s (stopped it)")
+
+    def _failure(self, name: str, what: str) -> StackError:
+        path = self.log_file(name)
+        return StackError(f"{name} {what}. Last lines of {path}:\n{_tail(path)}")
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        pid = spawn_detached(argv, self.log_file(name))
+        self.pid_file(name).write_text(f"{pid}\n")
+        self.echo(f"started {name} (pid {pid}), log {self.log_file(name)}")
+        return pid
+
+    # kafka --------------------------------------------------------------------------------
+
+    def _ensure_kafka(self) -> bool:
+        """Make Kafka answer; True when this call started it."""
+        if kafka_answers(self.settings.kafka_bootstrap):
+            return False
+        pid = self.owned_pid(KAFKA)
+        if pid is None:
+            self._check_can_start(KAFKA, self.kafka_ep, "BATON_KAFKA_BOOTSTRAP")
+            java = self._prepare_kafka()
+            self._spawn(KAFKA, self._kafka_argv(java))
+        self._await(KAFKA, lambda: kafka_answers(self.settings.kafka_bootstrap))
+        return pid is None
+
+    def _prepare_kafka(self) -> str:
+        """Check the tools, fetch the jars once, write the config and format storage; returns java."""
+        java = self._require_tools()
+        self._fetch_jars()
+        self._write_kafka_config()
+        self._format_storage(java)
+        return java
+
+    def _jars_present(self) -> bool:
+        return any(self.jars_dir.glob("kafka_2.13-*.jar"))
+
+    def _require_tools(self) -> str:
+        java = shutil.which("java")
+        missing = [] if java else [f"java ({MIN_JAVA}+)"]
+        if not self._jars_present() and not shutil.which("mvn"):
+            missing.append(f"mvn (to fetch the Kafka jars into {self.jars_dir} once)")
+        if missing or java is None:
+            raise StackError(f"cannot start Kafka: missing {', '.join(missing)} on PATH.")
+        if (major := java_major(java)) < MIN_JAVA:
+            raise StackError(f"cannot start Kafka: {java} is Java {major}; Kafka 4 needs Java {MIN_JAVA}+.")
+        return java
+
+    def _fetch_jars(self) -> None:
+        if self._jars_present():
+            return
+        pom = project_root() / "deploy" / "pom.xml"
+        if not pom.exists():
+            raise StackError(f"cannot fetch the Kafka jars: {pom} is missing.")
+        self.echo(f"fetching the Kafka jars into {self.jars_dir} (once) ...")
+        mvn = shutil.which("mvn") or "mvn"
+        goal = ["dependency:copy-dependencies", f"-DoutputDirectory={self.jars_dir}"]
+        done = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(pom), *goal], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0 or not self._jars_present():
+            output = "\n".join((done.stdout + done.stderr).splitlines()[-LOG_TAIL_LINES:])
+            raise StackError(f"mvn could not fetch the Kafka jars (exit {done.returncode}):\n{output}")
+
+    @property
+    def _kafka_config(self) -> Path:
+        return self.kafka_dir / "server.properties"
+
+    def _write_kafka_config(self) -> None:
+        self.kafka_dir.mkdir(parents=True, exist_ok=True)
+        config = Template(_stack_resource("server.properties")).substitute(
+            host=self.kafka_ep.host,
+            port=self.kafka_ep.port,
+            controller_port=self.kafka_ep.port + 1,
+            data_dir=self.kafka_data,
+        )
+        self._kafka_config.write_text(config)
+        for name in ("log4j.properties", "log4j2.properties"):
+            (self.kafka_dir / name).write_text(_stack_resource(name))
+
+    def _java_base(self, java: str) -> list[str]:
+        return [
+            java,
+            f"-Dlog4j.configuration=file:{self.kafka_dir / 'log4j.properties'}",
+            f"-Dlog4j2.configurationFile={self.kafka_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.jars_dir}/*",
+        ]
+
+    def _format_storage(self, java: str) -> None:
+        if (self.kafka_data / "meta.properties").exists():
+            return
+        argv = [*self._java_base(java), "kafka.tools.StorageTool", "format"]
+        argv += ["-t", new_cluster_id(), "-c", str(self._kafka_config), "--ignore-formatted"]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{done.stdout}{done.stderr}")
+        self.echo(f"formatted Kafka storage in {self.kafka_data}")
+
+    def _kafka_argv(self, java: str) -> list[str]:
+        base = self._java_base(java)
+        return [base[0], *KAFKA_JVM_OPTS, *base[1:], "kafka.Kafka", str(self._kafka_config)]
+
+    # redis --------------------------------------------------------------------------------
+
+    def _ensure_redis(self) -> bool:
+        """Make Redis answer; True when this call started it."""
+        if redis_answers(self.settings.redis_url):
+            return False
+        pid = self.owned_pid(REDIS)
+        if pid is None:
+            self._check_can_start(REDIS, self.redis_ep, "BATON_REDIS_URL")
+            self._spawn(REDIS, self._redis_argv(self._redis_server()))
+        self._await(REDIS, lambda: redis_answers(self.settings.redis_url))
+        return pid is None
+
+    def _redis_argv(self, server: str) -> list[str]:
+        self.redis_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            server,
+            *("--port", str(self.redis_ep.port), "--bind", "127.0.0.1", "-::1"),
+            *("--dir", str(self.redis_dir), "--save", "", "--appendonly", "no", "--daemonize", "no"),
+        ]
+
+    def _redis_server(self) -> str:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise StackError(
+                "redis-server is not installed: install it (e.g. `sudo apt-get install redis-server`) "
+                "or point BATON_REDIS_URL at a running Redis."
+            )
+        self.echo("installing redis-server with apt-get ...")
+        if not _apt_install("redis-server"):
+            subprocess.run(["apt-get", "update"], capture_output=True, check=False)
+            _apt_install("redis-server")
+        found = shutil.which("redis-server")
+        if not found:
+            raise StackError("`apt-get install -y redis-server` did not provide redis-server.")
+        return found
+
+    # leases -------------------------------------------------------------------------------
+
+    @property
+    def _lease_dir(self) -> Path:
+        return self.stack_dir / "leases"
+
+    @property
+    def _ephemeral_file(self) -> Path:
+        return self.stack_dir / "ephemeral"
+
+    def _ephemeral(self) -> tuple[str, ...]:
+        try:
+            names = self._ephemeral_file.read_text().split()
+        except OSError:
+            return ()
+        return tuple(name for name in SERVICES if name in names)
+
+    def _mark_ephemeral(self, names: tuple[str, ...]) -> None:
+        if names:
+            merged = sorted({*self._ephemeral(), *names})
+            self._ephemeral_file.write_text("\n".join(merged) + "\n")
+
+    def _live_leases(self) -> list[Path]:
+        live = []
+        for lease in self._lease_dir.glob("*-*"):
+            pid = lease.name.partition("-")[0]
+            if pid.isdigit() and process_alive(int(pid)):
+                live.append(lease)
+            else:
+                lease.unlink(missing_ok=True)
+        return live
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One ``up``/``down`` at a time per home, across processes."""
+        self.stack_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.stack_dir / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _apt_install(package: str) -> bool:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    done = subprocess.run(["apt-get", "install", "-y", package], capture_output=True, env=env, check=False)
+    return done.returncode == 0
+
+
+@contextlib.contextmanager
+def ensured_stack(settings: Settings | None = None, *, timeout: float = 90.0) -> Iterator[StackStatus]:
+    """Kafka and Redis for a test session: start what is missing; on exit stop only what was started.
+
+    Sessions sharing one home (parallel shells, CI steps) each hold a lease; what any of them started
+    is stopped when the last one leaves. A stack brought up by ``baton stack up`` stays running.
+    """
+    stack = LocalStack(settings, timeout=timeout)
+    status, lease = stack.acquire()
+    try:
+        yield status
+    finally:
+        stack.release(lease)
