@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from baton.run_cli import run_app
+from baton.scenario.cli import scenario_app
 from baton.stack.cli import stack_app
+from baton.topics_cli import topics_app
 
 app = typer.Typer(
     name="baton",
@@ -13,6 +16,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+app.add_typer(run_app, name="run")
+app.add_typer(scenario_app, name="scenario")
 
 
 def main() -> None:

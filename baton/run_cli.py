@@ -1,0 +1,67 @@
+"""``baton run SERVICE``: each service is its own process, consumer group and state."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from baton.runtime.settings import Settings
+
+run_app = typer.Typer(help="Run one service in this process (until Ctrl-C / SIGTERM).", no_args_is_help=True)
+NamespaceOpt = typer.Option(None, "--namespace", "-n", help="Topic prefix, consumer groups, Redis prefix.")
+
+
+def _settings(namespace: str | None, web_port: int | None = None) -> Settings:
+    updates: dict[str, object] = {}
+    if namespace:
+        updates["namespace"] = namespace
+    if web_port is not None:
+        updates["web_port"] = web_port
+    return Settings().model_copy(update=updates)
+
+
+def _start(app: object, service: str, settings: Settings, location: str | None = None) -> None:
+    import asyncio
+
+    from baton.runtime.admin import ensure_topics
+    from baton.runtime.service import run_worker
+
+    asyncio.run(ensure_topics(settings, [location] if location else []))
+
+    sys.argv = [sys.argv[0]]  # faust's worker must not read our CLI arguments
+    run_worker(app, service, settings.log_level)  # type: ignore[arg-type]
+
+
+@run_app.command("orchestrator")
+def run_orchestrator(
+    namespace: str | None = NamespaceOpt,
+    web_port: int | None = typer.Option(None, help="Serve order status over HTTP on this port."),
+) -> None:
+    """The OMS: intake, order saga, sourcing, status out."""
+    from services.orchestrator.app import build
+
+    settings = _settings(namespace, web_port)
+    _start(build(settings), "orchestrator", settings)
+
+
+@run_app.command("inventory")
+def run_inventory(namespace: str | None = NamespaceOpt) -> None:
+    """The stock ledger: the only writer of stock and reservations."""
+    from services.inventory.app import build
+
+    settings = _settings(namespace)
+    _start(build(settings), "inventory", settings)
+
+
+@run_app.command("wms")
+def run_wms(
+    location: str = typer.Option(..., "--location", "-l", help="The location this node runs."),
+    auto: bool = typer.Option(False, "--auto", help="Simulated workers confirm every task."),
+    namespace: str | None = NamespaceOpt,
+) -> None:
+    """A WMS node for one warehouse or store."""
+    from services.wms_node.app import build
+
+    settings = _settings(namespace)
+    _start(build(settings, location, auto), f"wms-{location}", settings, location)

@@ -1,0 +1,175 @@
+"""Topic administration: create the catalog's topics (idempotent) and remove a namespace's traces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.admin import DeleteGroupsRequest
+
+from baton.runtime.kafka import full_topic_name, topic_config
+from baton.runtime.settings import Settings
+from schemas.topics import (
+    ALL_TOPICS,
+    INVENTORY_COMMANDS,
+    INVENTORY_RESERVATIONS,
+    ORDERS_INBOUND,
+    WMS_COMMANDS,
+    WMS_EVENTS,
+    WMS_TASKS,
+    TopicSpec,
+)
+
+
+@dataclass(frozen=True)
+class PlannedTopic:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    spec: TopicSpec
+
+
+# The faust tables of each service (state backed by a compacted changelog topic). They are created up
+# front with the partitions of their source topics: a changelog faust creates itself at start-up can be
+# missing from its metadata cache, which makes the first table write fail with PartitionsMismatch.
+STATE_TABLES: dict[str, tuple[str, ...]] = {
+    "orchestrator": ("orders",),
+    "inventory": ("ledgers",),
+    "wms-{location}": ("orders",),
+}
+CHANGELOG_SPEC = TopicSpec(
+    name="<service>-<table>-changelog",
+    key="table key",
+    messages=(),
+    description="A faust table's changelog: the service's state, compacted.",
+    cleanup_policy="compact",
+)
+
+
+def changelog_topics(settings: Settings, locations: Iterable[str] = ()) -> list[PlannedTopic]:
+    out = []
+    for service, tables in STATE_TABLES.items():
+        services = [service.replace("{location}", loc) for loc in locations] if "{location}" in service else [service]
+        for name in services:
+            for table in tables:
+                out.append(
+                    PlannedTopic(
+                        name=f"{settings.group(name)}-{table}-changelog",
+                        partitions=settings.partitions,
+                        config={"cleanup.policy": "compact"},
+                        spec=CHANGELOG_SPEC,
+                    )
+                )
+    return out
+
+
+def planned_topics(settings: Settings, locations: Iterable[str] = ()) -> list[PlannedTopic]:
+    """Every topic of the catalog in this namespace; per-location topics once per location."""
+    out = []
+    locations = sorted(set(locations))
+    for spec in ALL_TOPICS:
+        for location in locations if spec.per_location else [None]:
+            out.append(
+                PlannedTopic(
+                    name=full_topic_name(settings, spec, location),
+                    partitions=spec.partitions or settings.partitions,
+                    config=topic_config(spec),
+                    spec=spec,
+                )
+            )
+    return out + changelog_topics(settings, locations)
+
+
+async def _delete_group(admin: AIOKafkaAdminClient, group: str) -> None:
+    """aiokafka's admin client has no delete_consumer_groups: send DeleteGroups to the group's coordinator."""
+    coordinator = await admin.find_coordinator(group)
+    await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))
+
+
+def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+
+
+async def ensure_topics(settings: Settings, locations: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """Create what is missing; returns (created, already there)."""
+    wanted = planned_topics(settings, locations)
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        for topic in missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(topic.name, topic.partitions, 1, topic_configs=topic.config)]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in missing], [t.name for t in wanted if t.name in existing]
+    finally:
+        await admin.close()
+
+
+async def delete_namespace(settings: Settings) -> tuple[list[str], list[str]]:
+    """Delete every topic and consumer group of a namespace (tests and throwaway scenario runs)."""
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        prefixes = (f"{settings.namespace}.", f"{settings.namespace}-")
+        topics = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        if topics:
+            await admin.delete_topics(topics)
+        groups = [str(g[0]) for g in await admin.list_consumer_groups() if str(g[0]).startswith(prefixes)]
+        for group in groups:
+            await _delete_group(admin, group)
+        return topics, groups
+    finally:
+        await admin.close()
+
+
+
+# What each service's consumer group reads (for lag: a namespace is quiescent when every group is caught up).
+SUBSCRIPTIONS: dict[str, tuple[TopicSpec, ...]] = {
+    "orchestrator": (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS),
+    "inventory": (INVENTORY_COMMANDS,),
+    "wms-{location}": (WMS_COMMANDS, WMS_TASKS),
+}
+
+
+def subscriptions(settings: Settings, locations: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for service, specs in SUBSCRIPTIONS.items():
+        names = [service.replace("{location}", loc) for loc in locations] if "{location}" in service else [service]
+        for name, loc in zip(names, list(locations) if "{location}" in service else [None], strict=True):
+            out[settings.group(name)] = [full_topic_name(settings, spec, loc) for spec in specs]
+    return out
+
+
+async def consumer_lag(settings: Settings, locations: Iterable[str]) -> dict[str, int]:
+    """Messages not yet committed by each service's consumer group (0 everywhere = quiescent)."""
+    admin = _admin(settings)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        lag: dict[str, int] = {}
+        for group, topics in subscriptions(settings, list(locations)).items():
+            committed = await admin.list_consumer_group_offsets(group)
+            tps = [TopicPartition(t, p) for t in topics for p in range(_partitions(settings, t))]
+            ends = await consumer.end_offsets(tps)
+            done = {TopicPartition(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
+            lag[group] = sum(max(0, ends[tp] - max(0, done.get(tp, 0))) for tp in tps)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def _partitions(settings: Settings, topic: str) -> int:
+    for planned in planned_topics(settings, [topic.split(".")[2]] if ".wms." in f".{topic}" else []):
+        if planned.name == topic:
+            return planned.partitions
+    return settings.partitions

@@ -1,0 +1,71 @@
+"""Follow a (compacted) topic from its beginning without a consumer group: master data such as the network.
+
+Every instance reads every partition, so each one holds the whole view; ``caught_up`` is set once the
+end offsets seen at start have been reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from baton.runtime.logs import get_logger
+from schemas.base import Message
+from schemas.envelope import InvalidMessage, decode
+
+log = get_logger(__name__)
+
+
+class TopicFeed:
+    def __init__(self, bootstrap: str, topic: str, on_message: Callable[[Message], None]) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.on_message = on_message
+        self.caught_up = asyncio.Event()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            partitions = await self._wait_for_assignment(consumer)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            await self._follow(consumer, ends)
+        finally:
+            await consumer.stop()
+
+    async def _wait_for_assignment(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Without a group, a subscription is given every partition once the topic's metadata is known."""
+        while not consumer.assignment():
+            await asyncio.sleep(0.1)
+        return sorted(consumer.assignment())
+
+    async def _follow(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+        pending = {tp for tp, end in ends.items() if end > 0}
+        if not pending:
+            self.caught_up.set()
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    self._apply(record.value)
+                    if tp in pending and record.offset + 1 >= ends[tp]:
+                        pending.discard(tp)
+            if not pending and not self.caught_up.is_set():
+                self.caught_up.set()
+
+    def _apply(self, raw: bytes | None) -> None:
+        try:
+            _, message = decode(raw)
+        except InvalidMessage as exc:
+            log.warning("feed_message_skipped", topic=self.topic, reason=str(exc))
+            return
+        self.on_message(message)

@@ -1,0 +1,165 @@
+"""Kafka wiring shared by the services: the faust app, raw topics, sending envelopes, dead letters.
+
+Agents read raw bytes and parse them with ``schemas.envelope.decode`` themselves, so a message that
+does not parse is dead-lettered with its reason instead of crashing faust's deserializer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+import redis.exceptions
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import EventT, StreamT
+
+from baton.runtime.logs import get_logger
+from baton.runtime.outbox import Emit
+from baton.runtime.settings import Settings
+from schemas.base import Message
+from schemas.envelope import Envelope, InvalidMessage, decode, encode, envelope_for
+from schemas.network import DeadLettered
+from schemas.topics import ALL_TOPICS, DEAD_LETTERS, TopicSpec
+
+log = get_logger(__name__)
+_SPECS = {spec.name: spec for spec in ALL_TOPICS}
+Handler = Callable[[Envelope, Message, EventT], Awaitable[None]]
+
+
+def _idempotent_producer_settings(self: Any) -> dict[str, Any]:
+    """acks=all with the idempotent producer, also outside transactions (faust only does it inside)."""
+    return {"acks": "all", "enable_idempotence": True}
+
+
+faust_aiokafka.Producer._settings_extra = _idempotent_producer_settings  # type: ignore[method-assign]
+
+
+def create_app(service: str, settings: Settings, *, web_port: int | None = None) -> faust.App:
+    (settings.state_dir / service).mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.group(service),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.state_dir / service),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        table_standby_replicas=0,
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_bind="127.0.0.1",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+def spec_named(name: str) -> TopicSpec:
+    return _SPECS[name]
+
+
+def topic_config(spec: TopicSpec) -> dict[str, Any]:
+    config = {"cleanup.policy": spec.cleanup_policy, **spec.extra_config}
+    if spec.cleanup_policy == "delete":
+        config["retention.ms"] = str(spec.retention_ms)
+    return config
+
+
+def full_topic_name(settings: Settings, spec: TopicSpec, location: str | None = None) -> str:
+    return settings.topic(spec.resolve(location))
+
+
+def raw_topic(app: faust.App, settings: Settings, spec: TopicSpec, location: str | None = None) -> faust.TopicT:
+    return app.topic(
+        full_topic_name(settings, spec, location),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=spec.partitions or settings.partitions,
+        config=topic_config(spec),
+    )
+
+
+class Sender:
+    """Wraps what a core returned in CloudEvents envelopes and sends it on the right topic."""
+
+    def __init__(self, app: faust.App, settings: Settings, source: str) -> None:
+        self.app = app
+        self.settings = settings
+        self.source = source
+        self._topics: dict[str, faust.TopicT] = {}
+
+    def topic(self, spec_name: str, location: str | None = None) -> faust.TopicT:
+        cache_key = f"{spec_name}|{location}"
+        if cache_key not in self._topics:
+            self._topics[cache_key] = raw_topic(self.app, self.settings, spec_named(spec_name), location)
+        return self._topics[cache_key]
+
+    async def send(self, emits: list[Emit], *, correlationid: str, causationid: str | None) -> None:
+        for emit in emits:
+            envelope = envelope_for(
+                emit.message,
+                source=self.source,
+                correlationid=correlationid,
+                causationid=causationid,
+                event_id=emit.event_id,
+            )
+            topic = self.topic(emit.topic, emit.location)
+            await topic.send(key=emit.key.encode(), value=encode(envelope))
+
+    async def dead_letter(self, event: EventT, reason: str) -> None:
+        message = event.message
+        payload = message.value if isinstance(message.value, bytes) else str(message.value).encode()
+        letter = DeadLettered(
+            service=self.source,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=reason,
+            payload=payload.decode("utf-8", errors="replace")[:100_000],
+        )
+        key = f"{message.topic}/{message.partition}/{message.offset}"
+        envelope = envelope_for(
+            letter, source=self.source, correlationid=key, causationid=None, event_id=f"dlq:{key}"
+        )
+        await self.topic(DEAD_LETTERS.name).send(key=key.encode(), value=encode(envelope))
+        log.warning("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
+
+
+async def consume(stream: StreamT, sender: Sender, handle: Handler) -> None:
+    """The loop every agent runs: parse, handle, and dead-letter what cannot be used; never die."""
+    async for event in stream.events():
+        try:
+            envelope, message = decode(event.value)
+        except InvalidMessage as exc:
+            await sender.dead_letter(event, str(exc))
+            continue
+        try:
+            await _handle_with_retry(handle, envelope, message, event)
+        except Exception as exc:  # the agent must survive any one bad message
+            log.error("handler_failed", error=repr(exc), trace=traceback.format_exc(limit=8))
+            await sender.dead_letter(event, f"handler error on {envelope.type}: {exc!r}")
+
+
+_TRANSIENT = (OSError, asyncio.TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+async def _handle_with_retry(handle: Handler, envelope: Envelope, message: Message, event: EventT) -> None:
+    """Retry infrastructure hiccups (handlers are idempotent, so a retry is safe); bad data fails at once."""
+    for attempt in range(1, 31):
+        try:
+            await handle(envelope, message, event)
+            return
+        except _TRANSIENT as exc:
+            log.warning("transient_failure", attempt=attempt, error=repr(exc))
+            await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+    await handle(envelope, message, event)

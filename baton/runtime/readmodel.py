@@ -1,0 +1,94 @@
+"""The Redis read model: order status and availability, written in pipelined batches by the services.
+
+Key layout (``{ns}`` is the namespace):
+  {ns}:order:{order_id}   JSON view of an order (status, lines, shipments, promised date)
+  {ns}:orders             set of every order id seen
+  {ns}:stock:{sku}        hash: location -> JSON availability (on_hand, reserved, safety_stock, available, incoming)
+  {ns}:skus               set of every SKU with stock
+  {ns}:service:{name}     JSON heartbeat of a running service
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from schemas.inventory import AvailabilityChanged
+
+
+class ReadModel:
+    def __init__(self, redis_url: str, namespace: str) -> None:
+        self.redis = aioredis.from_url(redis_url)
+        self.prefix = f"{namespace}:"
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def write_orders(self, views: Iterable[Mapping[str, Any]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        ids = []
+        for view in views:
+            ids.append(view["order_id"])
+            pipe.set(self._key("order", view["order_id"]), orjson.dumps(view))
+        if ids:
+            pipe.sadd(self._key("orders"), *ids)
+            await pipe.execute()
+
+    async def read_order(self, order_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self._key("order", order_id))
+        return orjson.loads(raw) if raw else None
+
+    async def read_orders(self, order_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        if not order_ids:
+            return {}
+        raws = await self.redis.mget([self._key("order", o) for o in order_ids])
+        return {o: (orjson.loads(r) if r else None) for o, r in zip(order_ids, raws, strict=True)}
+
+    async def order_ids(self) -> list[str]:
+        members = await self.redis.smembers(self._key("orders"))
+        return sorted(m.decode() for m in members)
+
+    async def write_availability(self, changes: Iterable[AvailabilityChanged]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        skus = set()
+        for change in changes:
+            skus.add(change.sku)
+            pipe.hset(self._key("stock", change.sku), change.location, orjson.dumps(change.model_dump()))
+        if skus:
+            pipe.sadd(self._key("skus"), *skus)
+            await pipe.execute()
+
+    async def read_availability(self, skus: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """SKU -> location -> availability document, in one round trip."""
+        wanted = sorted(set(skus))
+        pipe = self.redis.pipeline(transaction=False)
+        for sku in wanted:
+            pipe.hgetall(self._key("stock", sku))
+        results = await pipe.execute() if wanted else []
+        return {
+            sku: {loc.decode(): orjson.loads(doc) for loc, doc in rows.items()}
+            for sku, rows in zip(wanted, results, strict=True)
+        }
+
+    async def all_skus(self) -> list[str]:
+        return sorted(m.decode() for m in await self.redis.smembers(self._key("skus")))
+
+    async def heartbeat(self, service: str, info: Mapping[str, Any]) -> None:
+        await self.redis.set(self._key("service", service), orjson.dumps(dict(info)), ex=60)
+
+    async def services(self) -> dict[str, dict[str, Any]]:
+        keys = [k async for k in self.redis.scan_iter(match=self._key("service", "*"))]
+        values = await self.redis.mget(keys) if keys else []
+        return {k.decode().rsplit(":", 1)[-1]: orjson.loads(v) for k, v in zip(keys, values, strict=True) if v}
+
+    async def purge(self) -> int:
+        keys = [k async for k in self.redis.scan_iter(match=self.prefix + "*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await self.redis.delete(*keys[start : start + 500])
+        return len(keys)

@@ -1,0 +1,1 @@
+"""Scenario files: a small retail network and a timeline, played against the real services."""

@@ -1,0 +1,167 @@
+"""The scenario file format (``../shared/SCENARIOS.md``), validated with errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.base import Capability, Channel, LocationId, LocationKind, Sku
+from schemas.orders import Delivery, OrderLine, ReturnLine
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioLocation(Strict):
+    id: LocationId
+    kind: LocationKind
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    capabilities: list[Capability] = ["ship"]
+    handling_cost: float = Field(default=1.0, ge=0)
+    daily_capacity: int | None = Field(default=None, gt=0)
+
+
+class ScenarioSku(Strict):
+    sku: Sku
+    price: float = Field(default=10.0, ge=0)
+    weight_g: int = Field(default=500, ge=0)
+    volume_cm3: int = Field(default=1000, ge=0)
+
+
+class StockRow(Strict):
+    location: LocationId
+    sku: Sku
+    qty: int = Field(ge=0)
+
+
+class SupplyRow(Strict):
+    id: str
+    location: LocationId
+    sku: Sku
+    qty: int = Field(gt=0)
+    eta: str
+    arrive_after_s: float | None = Field(default=None, ge=0)
+
+
+class ShortPick(Strict):
+    sku: Sku
+    qty: int = Field(gt=0)
+
+
+class WorkerBehaviour(Strict):
+    location: LocationId
+    short_pick: list[ShortPick] = []
+    reject_all: bool = False
+
+
+class ScenarioOrder(Strict):
+    order_id: str = Field(min_length=1)
+    channel: Channel = "web"
+    customer_id: str = "C-anonymous"
+    lines: list[OrderLine] = Field(min_length=1)
+    delivery: Delivery
+    store_id: LocationId | None = None
+
+
+class OrderPlacedStep(Strict):
+    at_s: float = Field(default=0, ge=0)
+    type: Literal["order.placed"]
+    order: ScenarioOrder
+
+
+class CancelStep(Strict):
+    at_s: float = Field(default=0, ge=0)
+    type: Literal["order.cancel_requested"]
+    order_id: str
+    reason: str = "customer_request"
+
+
+class CollectedStep(Strict):
+    at_s: float = Field(default=0, ge=0)
+    type: Literal["pickup.collected"]
+    order_id: str
+
+
+class ReturnStep(Strict):
+    at_s: float = Field(default=0, ge=0)
+    type: Literal["return.requested"]
+    order_id: str
+    return_id: str
+    lines: list[ReturnLine] = Field(min_length=1)
+    method: Literal["in_store", "mail"] = "mail"
+    location: LocationId | None = None
+    reason: str = "unspecified"
+    condition: Literal["sellable", "damaged", "defective"] = "sellable"
+
+
+Step = Annotated[OrderPlacedStep | CancelStep | CollectedStep | ReturnStep, Field(discriminator="type")]
+
+
+class Generate(Strict):
+    orders: int = Field(gt=0, le=100_000)
+    seed: int = 0
+    delivery: dict[str, Any] = {"mode": "ship"}
+    channel: Channel = "web"
+
+
+class Scenario(Strict):
+    name: str = Field(min_length=1)
+    locations: list[ScenarioLocation] = Field(min_length=1)
+    skus: list[ScenarioSku] = Field(min_length=1)
+    stock: list[StockRow] = []
+    safety_stock: list[StockRow] = []
+    supply: list[SupplyRow] = []
+    rules: dict[str, Any] = {}
+    workers: list[WorkerBehaviour] = []
+    events: list[Step] = []
+    generate: Generate | None = None
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Scenario:
+        locations = {loc.id for loc in self.locations}
+        skus = {s.sku for s in self.skus}
+        if len(locations) != len(self.locations):
+            raise ValueError("locations: ids must be unique")
+        for section in ("stock", "safety_stock", "supply", "workers"):
+            for i, row in enumerate(getattr(self, section)):
+                if row.location not in locations:
+                    raise ValueError(f"{section}[{i}].location: unknown location {row.location!r}")
+                if hasattr(row, "sku") and row.sku not in skus:
+                    raise ValueError(f"{section}[{i}].sku: unknown sku {row.sku!r}")
+        return self
+
+
+class ScenarioError(ValueError):
+    """An invalid scenario file; the message names the field."""
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        document = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    return parse_scenario(document, str(path))
+
+
+def parse_scenario(document: Any, origin: str = "scenario") -> Scenario:
+    if not isinstance(document, dict):
+        raise ScenarioError(f"{origin}: the file must hold a mapping with name, locations, skus, ...")
+    try:
+        return Scenario.model_validate(document)
+    except ValidationError as exc:
+        raise ScenarioError(f"{origin}: " + "; ".join(_describe(e) for e in exc.errors(include_url=False)[:6])) from exc
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(part) for part in error["loc"]) or "<root>"
+    return f"{loc}: {error['msg']}"

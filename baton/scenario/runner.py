@@ -1,0 +1,248 @@
+"""Play a scenario against the real services on real Kafka and Redis, and collect what became of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from baton.processes import ServiceSet
+from baton.publish import Publisher
+from baton.runtime.admin import consumer_lag, delete_namespace, ensure_topics
+from baton.runtime.kafka import full_topic_name
+from baton.runtime.readmodel import ReadModel
+from baton.runtime.settings import Settings
+from baton.scenario.generate import generated_orders
+from baton.scenario.invariants import check_invariants
+from baton.scenario.model import CancelStep, CollectedStep, OrderPlacedStep, ReturnStep, Scenario, Step
+from baton.stack.local import LocalStack, ensured_stack
+from schemas.inventory import CountStock
+from schemas.network import Location, LocationConfigured
+from schemas.orders import OrderCancelRequested, OrderPlaced, PickupCollected, ReturnRequested
+from schemas.topics import DEAD_LETTERS, INVENTORY_COMMANDS, NETWORK, ORDERS_INBOUND
+
+SETTLED = frozenset({"shipped", "collected", "expired", "cancelled", "rejected"})
+EXIT_COMPLETED, EXIT_TIMEOUT = 0, 3
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunOptions:
+    timeout_s: float = 120.0
+    namespace: str | None = None
+    keep: bool = False
+    purge: bool = False
+    progress: Progress | None = None
+
+
+@dataclass
+class RunOutcome:
+    result: dict[str, Any]
+    exit_code: int
+    services: ServiceSet | None = field(default=None, repr=False)
+
+
+def run_scenario(scenario: Scenario, base: Settings, options: RunOptions) -> RunOutcome:
+    namespace = options.namespace or f"run-{uuid.uuid4().hex[:6]}"
+    settings = base.with_namespace(namespace)
+    with _stack(settings, keep=options.keep):
+        return asyncio.run(ScenarioRun(scenario, settings, options).play())
+
+
+@contextlib.contextmanager
+def _stack(settings: Settings, keep: bool) -> Iterator[None]:
+    if keep:
+        LocalStack(settings).up()
+        yield
+        return
+    with ensured_stack(settings):
+        yield
+
+
+class ScenarioRun:
+    def __init__(self, scenario: Scenario, settings: Settings, options: RunOptions) -> None:
+        self.scenario = scenario
+        self.settings = settings
+        self.options = options
+        self.steps = sorted([*scenario.events, *generated_orders(scenario)], key=lambda s: s.at_s)
+        self.order_ids = [s.order.order_id for s in self.steps if isinstance(s, OrderPlacedStep)]
+        self.locations = [loc.id for loc in scenario.locations]
+        self.services = ServiceSet(settings, self.locations)
+        self.read_model = ReadModel(settings.redis_url, settings.namespace)
+
+    def _progress(self, phase: str, done: int, total: int) -> None:
+        if self.options.progress:
+            self.options.progress(phase, done, total)
+
+    async def play(self) -> RunOutcome:
+        started = time.monotonic()
+        try:
+            await ensure_topics(self.settings, self.locations)
+            async with Publisher(self.settings, source="baton/scenario") as publisher:
+                await self._load_network_and_stock(publisher)
+                self.services.start(orjson.dumps([w.model_dump() for w in self.scenario.workers]).decode())
+                self._progress("starting services", 0, len(self.services.services))
+                await self.services.wait_ready()
+                await self._wait_stock_loaded()
+                completed = await self._play_timeline(publisher, started)
+            result = await self._result(started, completed)
+            return RunOutcome(result, EXIT_COMPLETED if completed else EXIT_TIMEOUT, self.services)
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        if not self.options.keep:
+            self.services.stop()
+        if self.options.purge and not self.options.keep:
+            await delete_namespace(self.settings)
+            await self.read_model.purge()
+        await self.read_model.close()
+
+    async def _load_network_and_stock(self, publisher: Publisher) -> None:
+        for loc in self.scenario.locations:
+            location = Location(**loc.model_dump())
+            await publisher.publish(NETWORK, loc.id, LocationConfigured(location=location, network_version=1))
+        for (location, sku), (qty, safety) in self._initial_positions().items():
+            count = CountStock(count_id=f"{self.settings.namespace}:initial:{location}:{sku}", sku=sku,
+                               location=location, qty=qty, safety_stock=safety)
+            await publisher.publish(INVENTORY_COMMANDS, sku, count, correlationid=count.count_id)
+        await publisher.flush()
+
+    def _initial_positions(self) -> dict[tuple[str, str], tuple[int, int | None]]:
+        positions: dict[tuple[str, str], tuple[int, int | None]] = {}
+        for row in self.scenario.stock:
+            qty, safety = positions.get((row.location, row.sku), (0, None))
+            positions[(row.location, row.sku)] = (qty + row.qty, safety)
+        for row in self.scenario.safety_stock:
+            qty, _ = positions.get((row.location, row.sku), (0, None))
+            positions[(row.location, row.sku)] = (qty, row.qty)
+        return positions
+
+    async def _wait_stock_loaded(self, timeout_s: float = 60.0) -> None:
+        expected = self._initial_positions()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            docs = await self.read_model.read_availability(sku for _, sku in expected)
+            loaded = sum(
+                1 for (loc, sku), (qty, _) in expected.items() if docs.get(sku, {}).get(loc, {}).get("on_hand") == qty
+            )
+            self._progress("loading stock", loaded, len(expected))
+            if loaded == len(expected):
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError("the inventory service did not load the initial stock in time")
+
+    async def _play_timeline(self, publisher: Publisher, started: float) -> bool:
+        t0 = time.monotonic()
+        for n, step in enumerate(self.steps, 1):
+            delay = step.at_s - (time.monotonic() - t0)
+            if delay > 0:
+                await publisher.flush()
+                await asyncio.sleep(delay)
+            await self._publish_step(publisher, step)
+            if n % 50 == 0 or n == len(self.steps):
+                self._progress("publishing", n, len(self.steps))
+        await publisher.flush()
+        return await self._wait_settled(started)
+
+    async def _publish_step(self, publisher: Publisher, step: Step) -> None:
+        match step:
+            case OrderPlacedStep():
+                placed = OrderPlaced(**step.order.model_dump())
+                await publisher.publish(ORDERS_INBOUND, placed.order_id, placed)
+            case CancelStep():
+                cancel = OrderCancelRequested(order_id=step.order_id, reason=step.reason)
+                await publisher.publish(ORDERS_INBOUND, step.order_id, cancel)
+            case CollectedStep():
+                await publisher.publish(ORDERS_INBOUND, step.order_id, PickupCollected(order_id=step.order_id))
+            case ReturnStep():
+                fields = step.model_dump(exclude={"at_s", "type"})
+                await publisher.publish(ORDERS_INBOUND, step.order_id, ReturnRequested(**fields))
+
+    async def _wait_settled(self, started: float) -> bool:
+        while True:
+            views = await self.read_model.read_orders(self.order_ids)
+            settled = sum(1 for v in views.values() if v and v["status"] in SETTLED)
+            self._progress("settling", settled, len(self.order_ids))
+            if settled == len(self.order_ids) and await self._quiescent():
+                return True
+            if time.monotonic() - started > self.options.timeout_s:
+                return False
+            await asyncio.sleep(0.25)
+
+    async def _quiescent(self) -> bool:
+        """Every service has caught up: the follow-up work of settled orders (consumed stock) is done."""
+        lag = await consumer_lag(self.settings, self.locations)
+        return not any(lag.values())
+
+    async def _result(self, started: float, completed: bool) -> dict[str, Any]:
+        views = await self.read_model.read_orders(self.order_ids)
+        orders = {oid: _order_result(view) for oid, view in views.items()}
+        stock = await self._stock()
+        violations = check_invariants(self.scenario, orders, stock)
+        return {
+            "scenario": self.scenario.name,
+            "namespace": self.settings.namespace,
+            "elapsed_s": round(time.monotonic() - started, 2),
+            "completed": completed,
+            "orders": orders,
+            "stock": stock,
+            "dead_letters": await count_messages(self.settings, full_topic_name(self.settings, DEAD_LETTERS)),
+            "invariants": {"ok": not violations, "violations": violations},
+        }
+
+    async def _stock(self) -> dict[str, dict[str, dict[str, int]]]:
+        skus = sorted({s.sku for s in self.scenario.skus})
+        docs = await self.read_model.read_availability(skus)
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for location in self.locations:
+            for sku in skus:
+                doc = docs.get(sku, {}).get(location)
+                if doc is None:
+                    continue
+                out.setdefault(location, {})[sku] = {
+                    k: int(doc.get(k, 0)) for k in ("on_hand", "reserved", "available", "incoming", "safety_stock")
+                }
+        return out
+
+
+def _order_result(view: dict[str, Any] | None) -> dict[str, Any]:
+    if view is None:
+        return {"status": "unknown", "lines": [], "shipments": [], "promised_date": None, "returns": [], "refunds": []}
+    return {
+        "status": view["status"],
+        "reason": view.get("reason"),
+        "lines": view["lines"],
+        "shipments": [
+            {"location": s["location"], "lines": s["lines"], "tracking": s["tracking"], "carrier": s.get("carrier")}
+            for s in view["shipments"]
+        ],
+        "promised_date": view.get("promised_date"),
+        "returns": view.get("returns", []),
+        "refunds": view.get("refunds", []),
+    }
+
+
+async def count_messages(settings: Settings, topic: str) -> int:
+    """How many messages a topic holds (sum of its partitions' end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer._client.cluster.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+__all__ = ["CollectedStep", "RunOptions", "run_scenario"]
