@@ -1,0 +1,105 @@
+"""kill -9 the inventory service in the middle of a run of orders: after restart, nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+
+import pytest
+
+from baton.processes import ServiceSet
+from baton.publish import Publisher
+from baton.runtime.admin import consumer_lag, ensure_topics
+from baton.runtime.kafka import full_topic_name
+from baton.runtime.settings import Settings
+from schemas.inventory import StockMoved
+from schemas.topics import INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, ORDERS_INBOUND
+from tests.support import (
+    availability,
+    load_network_and_stock,
+    order_statuses,
+    quiescent,
+    read_topic,
+    ship_order,
+    wait_for,
+    warehouse,
+)
+
+pytestmark = pytest.mark.e2e
+ORDERS = 150
+SKUS = ("TEE", "MUG", "CAP")
+STOCK = 400
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[ServiceSet]:
+    stock = {("WH-1", sku): STOCK for sku in SKUS}
+    asyncio.run(ensure_topics(settings, ["WH-1"]))
+    asyncio.run(load_network_and_stock(settings, [warehouse("WH-1")], stock))
+    running = ServiceSet(settings, ["WH-1"])
+    running.start()
+    try:
+        asyncio.run(running.wait_ready())
+        yield running
+    finally:
+        running.stop()
+
+
+def test_inventory_killed_mid_run_loses_and_doubles_nothing(settings: Settings, services: ServiceSet) -> None:
+    ordered = asyncio.run(_place_orders_and_kill(settings, services))
+    ids = list(ordered)
+    statuses = asyncio.run(order_statuses(settings, ids))
+    assert Counter(statuses.values()) == {"shipped": ORDERS}
+    _assert_ledger_exact(settings, ordered)
+
+
+async def _place_orders_and_kill(settings: Settings, services: ServiceSet) -> dict[str, dict[str, int]]:
+    ordered = {f"K-{n:04d}": {SKUS[n % 3]: 1 + n % 2, SKUS[(n + 1) % 3]: 1} for n in range(ORDERS)}
+    async with Publisher(settings, source="tests") as publisher:
+        for order_id, lines in ordered.items():
+            await publisher.publish(ORDERS_INBOUND, order_id, ship_order(order_id, lines))
+        await publisher.flush()
+    ids = list(ordered)
+
+    async def some_allocated() -> bool:
+        statuses = (await order_statuses(settings, ids)).values()
+        return sum(s not in (None, "accepted") for s in statuses) >= ORDERS // 4
+
+    await wait_for(some_allocated, 90, "a quarter of the orders to get past reservation")
+    services.services["inventory"].kill9()
+    await asyncio.sleep(1.0)
+    services.restart("inventory")
+
+    async def all_done() -> bool:
+        statuses = set((await order_statuses(settings, ids)).values())
+        return statuses == {"shipped"} and await quiescent(settings, ["WH-1"])
+
+    async def explain() -> str:
+        statuses = Counter((await order_statuses(settings, ids)).values())
+        return f"statuses {dict(statuses)}, lag {await consumer_lag(settings, ['WH-1'])}"
+
+    await wait_for(all_done, 120, "every order to ship after the restart", explain=explain)
+    return ordered
+
+
+def _assert_ledger_exact(settings: Settings, ordered: dict[str, dict[str, int]]) -> None:
+    shipped: Counter[str] = Counter()
+    for lines in ordered.values():
+        shipped.update(lines)
+    for sku in SKUS:
+        position = asyncio.run(availability(settings, sku))["WH-1"]
+        assert position["reserved"] == 0, f"{sku}: a reservation was never ended or ended twice"
+        assert position["on_hand"] == STOCK - shipped[sku], f"{sku}: stock moved twice or not at all"
+    movements = asyncio.run(read_topic(settings, full_topic_name(settings, INVENTORY_MOVEMENTS)))
+    distinct = {env.id: StockMoved.model_validate(env.data) for env, _ in movements if env is not None}
+    per_cause: defaultdict[tuple[str, str], int] = defaultdict(int)
+    for moved in distinct.values():
+        per_cause[(moved.cause_id, moved.kind)] += 1
+    assert max(per_cause.values()) == 1, "one cause moved stock twice"
+    decisions = asyncio.run(read_topic(settings, full_topic_name(settings, INVENTORY_RESERVATIONS)))
+    by_reservation: defaultdict[str, set[str]] = defaultdict(set)
+    for env, _ in decisions:
+        if env is not None and env.type in ("inventory.stock_reserved.v1", "inventory.reservation_refused.v1"):
+            by_reservation[env.data["reservation_id"]].add(env.id)
+    assert all(len(ids) == 1 for ids in by_reservation.values()), "a reservation was decided twice"

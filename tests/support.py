@@ -1,0 +1,109 @@
+"""Helpers for the integration and end-to-end tests: publish, wait, read topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from baton.publish import Publisher
+from baton.runtime.admin import consumer_lag
+from baton.runtime.readmodel import ReadModel
+from baton.runtime.settings import Settings
+from schemas.envelope import Envelope, InvalidMessage, decode
+from schemas.inventory import CountStock
+from schemas.network import Location, LocationConfigured
+from schemas.orders import OrderLine, OrderPlaced, ShipTo
+from schemas.topics import INVENTORY_COMMANDS, NETWORK
+
+
+def warehouse(location_id: str, lat: float = 48.86, lon: float = 2.35, handling_cost: float = 1.0) -> Location:
+    return Location(id=location_id, kind="warehouse", lat=lat, lon=lon, capabilities=["ship"],
+                    handling_cost=handling_cost)
+
+
+async def load_network_and_stock(
+    settings: Settings, locations: Iterable[Location], stock: dict[tuple[str, str], int]
+) -> None:
+    async with Publisher(settings, source="tests") as publisher:
+        for loc in locations:
+            await publisher.publish(NETWORK, loc.id, LocationConfigured(location=loc, network_version=1))
+        for (location, sku), qty in stock.items():
+            count = CountStock(count_id=f"initial:{location}:{sku}", sku=sku, location=location, qty=qty)
+            await publisher.publish(INVENTORY_COMMANDS, sku, count)
+        await publisher.flush()
+
+
+def ship_order(order_id: str, lines: dict[str, int], lat: float = 48.8, lon: float = 2.3) -> OrderPlaced:
+    return OrderPlaced(
+        order_id=order_id,
+        channel="web",
+        customer_id="C-test",
+        lines=[OrderLine(sku=sku, qty=qty, unit_price=10.0) for sku, qty in lines.items()],
+        delivery=ShipTo(lat=lat, lon=lon),
+    )
+
+
+async def wait_for(
+    predicate: Any, timeout_s: float, what: str, interval: float = 0.25, explain: Any = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    detail = f": {await explain()}" if explain else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
+
+
+async def order_statuses(settings: Settings, order_ids: list[str]) -> dict[str, str | None]:
+    read_model = ReadModel(settings.redis_url, settings.namespace)
+    try:
+        views = await read_model.read_orders(order_ids)
+        return {oid: (view["status"] if view else None) for oid, view in views.items()}
+    finally:
+        await read_model.close()
+
+
+async def availability(settings: Settings, sku: str) -> dict[str, dict[str, Any]]:
+    read_model = ReadModel(settings.redis_url, settings.namespace)
+    try:
+        return (await read_model.read_availability([sku])).get(sku, {})
+    finally:
+        await read_model.close()
+
+
+async def quiescent(settings: Settings, locations: list[str]) -> bool:
+    return not any((await consumer_lag(settings, locations)).values())
+
+
+async def read_topic(settings: Settings, topic: str) -> list[tuple[Envelope | None, bytes]]:
+    """Every message of a topic from the beginning to its current end: (envelope or None, raw value)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer._client.cluster.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[Envelope | None, bytes]] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    out.append((_envelope(record.value), record.value))
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _envelope(raw: bytes) -> Envelope | None:
+    try:
+        return decode(raw)[0]
+    except InvalidMessage:
+        return None
