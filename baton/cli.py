@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from baton.demo import demo_command
+from baton.orders_cli import orders_app
 from baton.run_cli import run_app
 from baton.scenario.cli import scenario_app
 from baton.stack.cli import stack_app
+from baton.stock_cli import stock_app
 from baton.topics_cli import topics_app
 
 app = typer.Typer(
@@ -19,6 +22,9 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(run_app, name="run")
 app.add_typer(scenario_app, name="scenario")
+app.add_typer(orders_app, name="orders")
+app.add_typer(stock_app, name="stock")
+app.command("demo")(demo_command)
 
 
 def main() -> None:

@@ -104,7 +104,7 @@ async def ensure_topics(settings: Settings, locations: Iterable[str] = ()) -> tu
         for topic in missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(topic.name, topic.partitions, 1, topic_configs=topic.config)]
+                    [NewTopic(topic.name, topic.partitions, settings.replication_factor, topic_configs=topic.config)]
                 )
             except TopicAlreadyExistsError:
                 pass

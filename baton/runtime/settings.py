@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     namespace: str = Field(default=DEFAULT_NAMESPACE, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,40}$")
     home: Path = Field(default_factory=lambda: project_root() / ".baton")
     partitions: int = 4
+    replication_factor: int = 1
     log_level: str = "INFO"
     web_port: int = 0
 
