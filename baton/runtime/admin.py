@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -102,12 +103,9 @@ async def ensure_topics(settings: Settings, locations: Iterable[str] = ()) -> tu
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         for topic in missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(topic.name, topic.partitions, settings.replication_factor, topic_configs=topic.config)]
-                )
-            except TopicAlreadyExistsError:
-                pass
+            new = NewTopic(topic.name, topic.partitions, settings.replication_factor, topic_configs=topic.config)
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([new])
         return [t.name for t in missing], [t.name for t in wanted if t.name in existing]
     finally:
         await admin.close()

@@ -52,7 +52,7 @@ class ReadModel:
 
     async def order_ids(self) -> list[str]:
         members = await self.redis.smembers(self._key("orders"))
-        return sorted(m.decode() for m in members)
+        return sorted(_text(m) for m in members)
 
     async def write_availability(self, changes: Iterable[AvailabilityChanged]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -77,7 +77,7 @@ class ReadModel:
         }
 
     async def all_skus(self) -> list[str]:
-        return sorted(m.decode() for m in await self.redis.smembers(self._key("skus")))
+        return sorted(_text(m) for m in await self.redis.smembers(self._key("skus")))
 
     async def heartbeat(self, service: str, info: Mapping[str, Any]) -> None:
         await self.redis.set(self._key("service", service), orjson.dumps(dict(info)), ex=60)
@@ -92,3 +92,7 @@ class ReadModel:
         for start in range(0, len(keys), 500):
             await self.redis.delete(*keys[start : start + 500])
         return len(keys)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -23,5 +23,14 @@ def attach_heartbeat(app: faust.App, read_model: ReadModel, name: str, interval:
 def run_worker(app: faust.App, service: str, log_level: str = "INFO") -> None:
     """Run a faust app in this process until SIGTERM/SIGINT, with JSON logs."""
     configure_logging(service, log_level)
-    worker = Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False, override_logging=False)
-    worker.execute_from_commandline()
+    # faust's worker writes terminal control codes (a spinner, cursor show/hide) to stdout; logs go to stderr.
+    with open(os.devnull, "w") as quiet_stdout:
+        worker = Worker(
+            app,
+            loglevel=log_level,
+            quiet=True,
+            redirect_stdouts=False,
+            override_logging=False,
+            stdout=quiet_stdout,
+        )
+        worker.execute_from_commandline()

@@ -107,8 +107,8 @@ class ScenarioRun:
 
     async def _load_network_and_stock(self, publisher: Publisher) -> None:
         for loc in self.scenario.locations:
-            location = Location(**loc.model_dump())
-            await publisher.publish(NETWORK, loc.id, LocationConfigured(location=location, network_version=1))
+            configured = LocationConfigured(location=Location(**loc.model_dump()), network_version=1)
+            await publisher.publish(NETWORK, loc.id, configured)
         for (location, sku), (qty, safety) in self._initial_positions().items():
             count = CountStock(count_id=f"{self.settings.namespace}:initial:{location}:{sku}", sku=sku,
                                location=location, qty=qty, safety_stock=safety)

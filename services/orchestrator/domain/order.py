@@ -219,7 +219,9 @@ class _Step:
             rid = f"{state.order_id}/a{state.attempt}/{n}"
             state.planned.append(PlannedLine(line_index=a.line_index, sku=a.sku, qty=a.qty, location=a.location,
                                              reservation_id=rid, attempt=state.attempt))
-            reserve = ReserveStock(reservation_id=rid, order_id=state.order_id, sku=a.sku, location=a.location, qty=a.qty)
+            reserve = ReserveStock(
+                reservation_id=rid, order_id=state.order_id, sku=a.sku, location=a.location, qty=a.qty
+            )
             self._emit(INVENTORY_COMMANDS, a.sku, reserve, rid)
 
     def _reject(self, reason: str) -> None:
@@ -319,9 +321,9 @@ class _Step:
         state = self.state
         if state.status in TERMINAL_STATUSES or state.shipments:
             return
-        for line in state.planned:
-            if line.status in ("pending", "held"):
-                self._release(line, "cancelled")
+        for planned in state.planned:
+            if planned.status in ("pending", "held"):
+                self._release(planned, "cancelled")
         for i, line in enumerate(state.order.lines):
             state.cancelled[i] = line.qty - state.shipped.get(i, 0)
         self._emit(ORDERS_EVENTS, state.order_id, OrderCancelled(order_id=state.order_id, reason=request.reason))

@@ -88,7 +88,7 @@ def _usable(availability: Availability, sku: str, location: str, excluded: set[s
 def _capable_locations(delivery: Delivery, network: NetworkView) -> tuple[list[_Candidate], list[CandidateScore]]:
     capable: list[_Candidate] = []
     out: list[CandidateScore] = []
-    for loc in sorted(network.locations.values(), key=lambda l: l.id):
+    for loc in sorted(network.locations.values(), key=lambda location: location.id):
         reason = _exclusion(loc, delivery)
         if reason:
             out.append(CandidateScore(location=loc.id, eligible=False, reason=reason))
@@ -125,7 +125,9 @@ def _split(
     while any(remaining.values()):
         options = [c for c in capable if c.location.id not in used]
         cover = {c.location.id: sum(min(q, left[(i, c.location.id)]) for i, q in remaining.items()) for c in options}
-        best = max(options, key=lambda c: (cover[c.location.id], -c.cost(cover[c.location.id]), -c.distance), default=None)
+        best = max(
+            options, key=lambda c: (cover[c.location.id], -c.cost(cover[c.location.id]), -c.distance), default=None
+        )
         if best is None or cover[best.location.id] == 0:
             break
         used.add(best.location.id)

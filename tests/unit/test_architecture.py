@@ -1,0 +1,64 @@
+"""The design card's rules, checked: pure domain cores, no service importing another, schemas standalone."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("orchestrator", "inventory", "wms_node")
+INFRASTRUCTURE = ("faust", "aiokafka", "redis", "structlog", "mode")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _domain_modules(service: str) -> list[str]:
+    folder = ROOT / "services" / service / "domain"
+    return [f"services.{service}.domain.{p.stem}" for p in sorted(folder.glob("*.py")) if p.stem != "__init__"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_domain_cores_load_no_infrastructure(service: str) -> None:
+    """Importing a domain core (and everything it imports) must not load a Kafka, Redis or log client."""
+    modules = _domain_modules(service)
+    assert modules, f"{service} has no domain modules"
+    probe = "import sys\n" + "".join(f"import {m}\n" for m in modules) + (
+        f"print(','.join(sorted(m for m in {INFRASTRUCTURE!r} if m in sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"{service} domain pulls in {done.stdout.strip()}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_service_imports_another(service: str) -> None:
+    others = [f"services.{s}" for s in SERVICES if s != service]
+    for path in (ROOT / "services" / service).rglob("*.py"):
+        bad = [m for m in _imports(path) if any(m == o or m.startswith(o + ".") for o in others)]
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_use_only_schemas_and_the_runtime_from_the_project(service: str) -> None:
+    for path in (ROOT / "services" / service).rglob("*.py"):
+        project = [m for m in _imports(path) if m.split(".")[0] == "baton"]
+        bad = [m for m in project if not m.startswith("baton.runtime")]
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad} (services may use baton.runtime only)"
+
+
+def test_schemas_stand_alone() -> None:
+    for path in (ROOT / "schemas").rglob("*.py"):
+        bad = [m for m in _imports(path) if m.split(".")[0] in ("baton", "services", *INFRASTRUCTURE)]
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
