@@ -67,6 +67,9 @@ class AppliedLog(BaseModel):
     def seen(self, message_id: str) -> bool:
         return message_id in self.ids
 
+    def remembers_emits(self, message_id: str) -> bool:
+        return message_id in self.emits
+
     def replay(self, message_id: str) -> list[Emit]:
         return [Emit.restored(e) for e in self.emits.get(message_id, [])]
 

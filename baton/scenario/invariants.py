@@ -24,7 +24,7 @@ def _no_oversell(stock: dict[str, Any]) -> list[str]:
         for sku, pos in skus.items():
             if pos["on_hand"] < 0:
                 out.append(f"no oversell: {sku}@{location} on hand {pos['on_hand']} < 0")
-            if pos["reserved"] > pos["on_hand"] - pos.get("safety_stock", 0):
+            if pos["reserved"] > max(0, pos["on_hand"] - pos.get("safety_stock", 0)):
                 out.append(f"no oversell: {sku}@{location} reserved {pos['reserved']} > on hand - safety")
     return out
 
@@ -37,6 +37,9 @@ def _conservation(scenario: Scenario, orders: dict[str, Any], stock: dict[str, A
         for shipment in order.get("shipments", []):
             for line in shipment["lines"]:
                 expected[(shipment["location"], line["sku"])] -= line["qty"]
+    for location, skus in stock.items():
+        for sku in skus:
+            expected.setdefault((location, sku), 0)
     out = []
     for (location, sku), qty in sorted(expected.items()):
         actual = stock.get(location, {}).get(sku, {}).get("on_hand", 0)

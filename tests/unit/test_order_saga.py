@@ -366,11 +366,6 @@ def test_cancel_after_a_partial_shipment_is_refused() -> None:
     assert run.lines() == [("X", 1, 1, 0, 0), ("Y", 1, 0, 0, 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a ParcelShipped that arrives after a cancellation (the WMS was already working on it) "
-    "makes line_statuses() build a LineStatus with open < 0: ValidationError, the shipment is dead-lettered",
-)
 def test_parcel_shipped_after_cancellation_is_handled() -> None:
     run = Run({"X": {"WH-A": 5}})
     fulfil = allocate(run, placed(X=2))
@@ -450,12 +445,6 @@ def test_second_order_placed_with_the_same_order_id_has_no_effect() -> None:
     assert [ln.sku for ln in run.st.order.lines] == ["X"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: OrderSaga.handle returns early for an OrderPlaced whose order exists before checking the "
-    "applied log, so a re-delivered OrderPlaced (same message id, sends lost by a crash or a send retry) "
-    "does not replay its ReserveStock commands and the order stays 'accepted' forever",
-)
 def test_redelivered_order_placed_replays_its_emits() -> None:
     run = Run({"X": {"WH-A": 5}})
     first = run.send(placed(X=1), "p-1")

@@ -380,22 +380,12 @@ def test_a_consistent_run_has_no_violations() -> None:
     assert check_invariants(SCENARIO, orders, stock) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _conservation only checks (location, sku) pairs named in the scenario's stock or in a "
-    "shipment, so units appearing at a location that started empty are never reported",
-)
 def test_stock_appearing_at_an_unstocked_location_breaks_conservation() -> None:
     stock = {"WH-PAR": {"TEE-M": position(10)}, "ST-LYO": {"TEE-M": position(3)}}
     violations = check_invariants(SCENARIO, {}, stock)
     assert any(v.startswith("conservation: TEE-M@ST-LYO") for v in violations)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _no_oversell reports 'reserved 0 > on hand - safety' when safety stock exceeds on hand "
-    "with nothing reserved (the SCENARIOS.md example itself: safety 1 at ST-LYO, no stock there)",
-)
 def test_safety_stock_above_on_hand_with_nothing_reserved_is_not_an_oversell() -> None:
     stock = {"WH-PAR": {"TEE-M": position(8)}, "ST-LYO": {"TEE-M": position(0, safety=1)}}
     assert check_invariants(SCENARIO, {"O-1": shipped_order(2)}, stock) == []

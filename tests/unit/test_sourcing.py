@@ -238,11 +238,6 @@ def test_exclusion_is_per_sku() -> None:
     assert placement(plan) == {("Y", "WH-PAR"): 1} and plan.unsourced == {0: 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two lines of the same SKU are each checked against the full availability, so the plan "
-    "assigns more units of a sku@location than are available",
-)
 def test_two_lines_of_one_sku_never_take_more_than_available() -> None:
     order = [OrderLine(sku="X", qty=3), OrderLine(sku="X", qty=3)]
     plan = plan_order(order, PARIS, network(NEAR, FAR), {"X": {"WH-PAR": 4, "WH-LYO": 2}})

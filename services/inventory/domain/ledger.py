@@ -50,6 +50,9 @@ class Reservation(BaseModel):
     status: ReservationStatus
     available_when_refused: int = 0
     ended_by: str | None = None
+    shipped: int = 0
+    on_hand_after: int = 0
+    late_shipment: str | None = None
 
 
 class SkuLedger(BaseModel):
@@ -63,9 +66,16 @@ class SkuLedger(BaseModel):
         return self.positions.setdefault(location, Position())
 
     def apply(self, command: Message, command_id: str) -> list[Emit]:
-        """Apply a command once; a repeated command id returns what the first delivery emitted."""
+        """Apply a command once; a repeated command id returns what the first delivery emitted.
+
+        The emits of only the most recent commands are kept; for an older repeated reservation command the
+        reservation record (stored in this same ledger value) re-derives its decision or end event, with the
+        same event id, so a send lost in a crash is never lost for good.
+        """
         if self.applied.seen(command_id):
-            return self.applied.replay(command_id)
+            if self.applied.remembers_emits(command_id):
+                return self.applied.replay(command_id)
+            return self._rederive(command)
         emits = self._dispatch(command, command_id)
         self.applied.record(command_id, emits)
         self.version += 1
@@ -137,44 +147,80 @@ class SkuLedger(BaseModel):
         res = self.reservations.get(cmd.reservation_id)
         if res is None or res.status != "held":
             return []
-        res.status = "released"
-        res.ended_by = cmd.reason
+        res.status, res.ended_by = "released", cmd.reason
         self.position(res.location).reserved -= res.qty
+        return [self._end_event(res), self._availability(res.location, res.reservation_id + ":end")]
+
+    def _consume(self, cmd: ConsumeReservation) -> list[Emit]:
+        """The goods left: on hand drops (never below zero) and the reservation ends, once.
+
+        A reservation released before its parcel shipped (a late cancellation) stays released, but the units
+        physically left the building, so on hand follows them (once).
+        """
+        res = self.reservations.get(cmd.reservation_id)
+        if res is None or res.status not in ("held", "released") or res.late_shipment:
+            return []
+        if res.status == "released":
+            return self._ship_released(res, cmd)
+        self._end_by_shipment(res, cmd)
+        return [
+            self._end_event(res),
+            self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id),
+            self._availability(res.location, res.reservation_id + ":end"),
+        ]
+
+    def _end_event(self, res: Reservation) -> Emit:
+        event_id = derived_id(res.reservation_id, "end")
+        if res.status == "consumed":
+            consumed = ReservationConsumed(
+                reservation_id=res.reservation_id,
+                order_id=res.order_id,
+                sku=self.sku,
+                location=res.location,
+                qty=max(1, res.shipped),
+                shipment_id=res.ended_by or "",
+            )
+            return Emit.to(INVENTORY_RESERVATIONS, res.order_id, consumed, event_id)
         released = ReservationReleased(
             reservation_id=res.reservation_id,
             order_id=res.order_id,
             sku=self.sku,
             location=res.location,
             qty=res.qty,
-            reason=cmd.reason,
+            reason=res.ended_by or "released",
         )
+        return Emit.to(INVENTORY_RESERVATIONS, res.order_id, released, event_id)
+
+    def _rederive(self, command: Message) -> list[Emit]:
+        reservation_id = getattr(command, "reservation_id", None)
+        res = self.reservations.get(reservation_id) if reservation_id else None
+        if res is None:
+            return []
+        if isinstance(command, ReserveStock):
+            return [self._decision_of(res)]
+        return [self._end_event(res)] if res.status in ("released", "consumed") else []
+
+    def _ship_released(self, res: Reservation, cmd: ConsumeReservation) -> list[Emit]:
+        position = self.position(res.location)
+        res.late_shipment = cmd.shipment_id
+        res.shipped = min(cmd.qty, res.qty, position.on_hand)
+        if not res.shipped:
+            return []
+        position.on_hand -= res.shipped
+        res.on_hand_after = position.on_hand
         return [
-            Emit.to(INVENTORY_RESERVATIONS, res.order_id, released, derived_id(res.reservation_id, "end")),
-            self._availability(res.location, res.reservation_id + ":end"),
+            self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id),
+            self._availability(res.location, res.reservation_id + ":shipped-after-release"),
         ]
 
-    def _consume(self, cmd: ConsumeReservation) -> list[Emit]:
-        res = self.reservations.get(cmd.reservation_id)
-        if res is None or res.status != "held":
-            return []
-        res.status = "consumed"
-        res.ended_by = cmd.shipment_id
+    def _end_by_shipment(self, res: Reservation, cmd: ConsumeReservation) -> None:
         position = self.position(res.location)
-        position.reserved -= res.qty
-        shipped = min(cmd.qty, res.qty)
-        consumed = ReservationConsumed(
-            reservation_id=res.reservation_id,
-            order_id=res.order_id,
-            sku=self.sku,
-            location=res.location,
-            qty=shipped,
-            shipment_id=cmd.shipment_id,
-        )
-        return [
-            Emit.to(INVENTORY_RESERVATIONS, res.order_id, consumed, derived_id(res.reservation_id, "end")),
-            self._move(res.location, "shipped", -shipped, cause_id=cmd.reservation_id),
-            self._availability(res.location, res.reservation_id + ":end"),
-        ]
+        if res.status == "held":
+            position.reserved -= res.qty
+        res.status, res.ended_by = "consumed", cmd.shipment_id
+        res.shipped = min(cmd.qty, res.qty, position.on_hand)
+        position.on_hand -= res.shipped
+        res.on_hand_after = position.on_hand
 
     def _count(self, cmd: CountStock, command_id: str) -> list[Emit]:
         position = self.position(cmd.location)
@@ -190,13 +236,16 @@ class SkuLedger(BaseModel):
     def _move(self, location: str, kind: MovementKind, delta: int, cause_id: str) -> Emit:
         position = self.position(location)
         position.on_hand += delta
+        return self._moved(location, kind, delta, position.on_hand, cause_id)
+
+    def _moved(self, location: str, kind: MovementKind, delta: int, on_hand_after: int, cause_id: str) -> Emit:
         moved = StockMoved(
             movement_id=derived_id(cause_id, kind, location),
             sku=self.sku,
             location=location,
             kind=kind,
             delta=delta,
-            on_hand_after=position.on_hand,
+            on_hand_after=on_hand_after,
             cause_id=cause_id,
         )
         return Emit.to(INVENTORY_MOVEMENTS, self.sku, moved, moved.movement_id)

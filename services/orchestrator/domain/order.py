@@ -74,7 +74,7 @@ class OrderState(BaseModel):
     shipments: list[ShipmentView] = []
     history: list[dict[str, Any]] = []
     last_decision: dict[str, Any] = {}
-    applied: AppliedLog = AppliedLog(keep_ids=500, keep_emits=8)
+    applied: AppliedLog = AppliedLog(keep_ids=500, keep_emits=32)
     version: int = 0
 
     @property
@@ -130,14 +130,14 @@ class OrderSaga:
         self.availability = availability or {}
 
     def handle(self, state: OrderState | None, message: Message, message_id: str) -> Decision:
+        if state is not None and state.applied.seen(message_id):
+            return Decision(emits=state.applied.replay(message_id), state=state)
         if isinstance(message, OrderPlaced):
             if state is not None:
-                return Decision(state=state)
+                return Decision(state=state)  # the same order id placed again: no effect
             state = OrderState(order_id=message.order_id, placed=message.model_dump(mode="json"))
         if state is None:
             return Decision()
-        if state.applied.seen(message_id):
-            return Decision(emits=state.applied.replay(message_id), state=state)
         emits = _Step(state, self, message_id).run(message)
         state.applied.record(message_id, emits)
         state.version += 1
@@ -305,6 +305,7 @@ class _Step:
                 continue
             line.status = "consumed"
             state.shipped[line.line_index] = state.shipped.get(line.line_index, 0) + fl.qty
+            self._uncancel_what_shipped(line.line_index)
             shipped_lines[fl.sku] += fl.qty
             consume = ConsumeReservation(reservation_id=fl.reservation_id, order_id=state.order_id, sku=fl.sku,
                                          qty=fl.qty, shipment_id=event.parcel.parcel_id)
@@ -316,6 +317,13 @@ class _Step:
         self._emit(ORDERS_EVENTS, state.order_id, OrderShipped(order_id=state.order_id, location=event.location,
                    parcel_id=event.parcel.parcel_id, tracking=event.tracking, lines=lines, complete=complete))
         self._set_status("shipped" if complete else "partially_shipped")
+
+    def _uncancel_what_shipped(self, line_index: int) -> None:
+        """A parcel that left after a cancellation (the warehouse was already on it) is shipped, not cancelled."""
+        ordered = self.state.order.lines[line_index].qty
+        shipped = self.state.shipped[line_index]
+        cancelled = self.state.cancelled.get(line_index, 0)
+        self.state.cancelled[line_index] = max(0, min(cancelled, ordered - shipped))
 
     def _cancel(self, request: OrderCancelRequested) -> None:
         state = self.state

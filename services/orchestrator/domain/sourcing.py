@@ -61,14 +61,14 @@ def plan_order(
     """Choose locations for every line; what cannot be served now ends in ``unsourced``."""
     excluded = excluded or set()
     capable, explanations = _capable_locations(delivery, network)
-    stock = {
-        (i, c.location.id): _usable(availability, line.sku, c.location.id, excluded)
-        for i, line in enumerate(lines)
+    stock: Pool = {
+        (line.sku, c.location.id): _usable(availability, line.sku, c.location.id, excluded)
+        for line in lines
         for c in capable
     }
     plan = SourcingPlan(candidates=explanations)
-    whole = [c for c in capable if all(stock[(i, c.location.id)] >= ln.qty for i, ln in enumerate(lines))]
     units = sum(line.qty for line in lines)
+    whole = [c for c in capable if _coverable(lines, dict(stock), c.location.id) == units]
     if whole:
         best = min(whole, key=lambda c: (c.cost(units), c.distance, c.location.id))
         plan.assignments = [Assignment(i, ln.sku, ln.qty, best.location.id) for i, ln in enumerate(lines)]
@@ -77,6 +77,25 @@ def plan_order(
         _split(lines, capable, stock, plan)
     plan.candidates += _scores(lines, capable, stock, units, plan)
     return plan
+
+
+# (sku, location) -> units still usable by this plan; lines of the same SKU draw from one pool
+Pool = dict[tuple[str, str], int]
+
+
+def _take(lines: list[OrderLine], wanted: dict[int, int], pool: Pool, location: str) -> dict[int, int]:
+    """What ``location`` can give of each wanted line, drawing down ``pool`` as it goes."""
+    given = {}
+    for i, qty in wanted.items():
+        take = min(qty, pool[(lines[i].sku, location)])
+        if take:
+            pool[(lines[i].sku, location)] -= take
+            given[i] = take
+    return given
+
+
+def _coverable(lines: list[OrderLine], pool: Pool, location: str) -> int:
+    return sum(_take(lines, {i: ln.qty for i, ln in enumerate(lines)}, pool, location).values())
 
 
 def _usable(availability: Availability, sku: str, location: str, excluded: set[str]) -> int:
@@ -115,27 +134,23 @@ def _distance(loc: Location, delivery: Delivery, network: NetworkView) -> float:
     return distance_km(loc.lat, loc.lon, target.lat, target.lon) if target else 0.0
 
 
-def _split(
-    lines: list[OrderLine], capable: list[_Candidate], stock: dict[tuple[int, str], int], plan: SourcingPlan
-) -> None:
+def _split(lines: list[OrderLine], capable: list[_Candidate], stock: Pool, plan: SourcingPlan) -> None:
     """Fewest shipments: repeatedly take the location covering most of what is left (then cheapest, nearest)."""
     remaining = {i: ln.qty for i, ln in enumerate(lines)}
     left = dict(stock)
     used: set[str] = set()
     while any(remaining.values()):
         options = [c for c in capable if c.location.id not in used]
-        cover = {c.location.id: sum(min(q, left[(i, c.location.id)]) for i, q in remaining.items()) for c in options}
+        cover = {c.location.id: sum(_take(lines, remaining, dict(left), c.location.id).values()) for c in options}
         best = max(
             options, key=lambda c: (cover[c.location.id], -c.cost(cover[c.location.id]), -c.distance), default=None
         )
         if best is None or cover[best.location.id] == 0:
             break
         used.add(best.location.id)
-        for i, qty in remaining.items():
-            take = min(qty, left[(i, best.location.id)])
-            if take:
-                plan.assignments.append(Assignment(i, lines[i].sku, take, best.location.id))
-                remaining[i] -= take
+        for i, take in _take(lines, remaining, left, best.location.id).items():
+            plan.assignments.append(Assignment(i, lines[i].sku, take, best.location.id))
+            remaining[i] -= take
     plan.unsourced = {i: q for i, q in remaining.items() if q}
     plan.rule = "default: split, fewest shipments" if plan.assignments else "default: no source"
 
@@ -143,14 +158,14 @@ def _split(
 def _scores(
     lines: list[OrderLine],
     capable: list[_Candidate],
-    stock: dict[tuple[int, str], int],
+    stock: Pool,
     units: int,
     plan: SourcingPlan,
 ) -> list[CandidateScore]:
     chosen = set(plan.locations)
     scores = []
     for c in capable:
-        coverable = sum(min(ln.qty, stock[(i, c.location.id)]) for i, ln in enumerate(lines))
+        coverable = _coverable(lines, dict(stock), c.location.id)
         reason = None if c.location.id in chosen else ("no available stock" if coverable == 0 else "ranked lower")
         scores.append(
             CandidateScore(

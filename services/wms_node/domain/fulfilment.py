@@ -48,7 +48,7 @@ class LocationOrder(BaseModel):
     order_id: str
     location: str
     requests: dict[str, Request] = {}
-    applied: AppliedLog = AppliedLog(keep_ids=200, keep_emits=8)
+    applied: AppliedLog = AppliedLog(keep_ids=200, keep_emits=32)
 
 
 def bin_of(sku: str) -> str:
