@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
+
+from pydantic import AwareDatetime
 
 from schemas.base import Command, EntityId, LocationId, Message, PositiveQuantity, Quantity, Sku
 
@@ -16,6 +19,64 @@ class ReserveStock(Command):
     sku: Sku
     location: LocationId
     qty: PositiveQuantity
+    backorder: bool = False
+    expires_at: AwareDatetime | None = None
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class ExpireReservation(Command):
+    event_type = "inventory.expire_reservation.v1"
+    summary = "A timed hold (ROPIS, uncollected pickup) lapsed: give its units back."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class RecordSupply(Command):
+    event_type = "inventory.record_supply.v1"
+    summary = "Goods are on their way to a location (purchase order, transfer, ASN) with an ETA."
+
+    supply_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity
+    eta: AwareDatetime
+    kind: Literal["purchase_order", "transfer", "asn"] = "asn"
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class ReceiveStock(Command):
+    event_type = "inventory.receive_stock.v1"
+    summary = "A location received and put away goods: they become stock on hand (sent by the WMS node)."
+
+    receipt_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: Quantity
+    supply_id: EntityId | None = None
+    damaged: Quantity = 0
+
+    def subject(self) -> str:
+        return self.sku
+
+
+class AdjustStock(Command):
+    event_type = "inventory.adjust_stock.v1"
+    summary = "A location corrects its stock by a delta (short pick, damage, cycle count, restock of a return)."
+
+    adjustment_id: EntityId
+    sku: Sku
+    location: LocationId
+    delta: int
+    reason: Literal["short_pick", "damaged", "cycle_count", "return_restocked", "correction"]
 
     def subject(self) -> str:
         return self.sku
@@ -64,13 +125,44 @@ class CountStock(Command):
 
 class StockReserved(Message):
     event_type = "inventory.stock_reserved.v1"
-    summary = "The ledger holds the units of a reservation."
+    summary = "The ledger holds the units of a reservation (on hand, or on incoming supply for a backorder)."
 
     reservation_id: EntityId
     order_id: EntityId
     sku: Sku
     location: LocationId
     qty: PositiveQuantity
+    against_supply: EntityId | None = None
+    eta: datetime | None = None
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class BackorderFilled(Message):
+    event_type = "inventory.backorder_filled.v1"
+    summary = "The supply a backordered reservation waited for was received: the units are now held on hand."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity
+    supply_id: EntityId
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReservationExpired(Message):
+    event_type = "inventory.reservation_expired.v1"
+    summary = "A timed hold lapsed and its units are available again."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: Quantity
 
     def subject(self) -> str:
         return self.order_id
@@ -125,6 +217,20 @@ class ReservationConsumed(Message):
 MovementKind = Literal["received", "shipped", "counted", "adjusted", "restocked"]
 
 
+class SupplyRecorded(Message):
+    event_type = "inventory.supply_recorded.v1"
+    summary = "Incoming supply is known to the ledger (counts toward ATP by date from its ETA)."
+
+    supply_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity
+    eta: datetime
+
+    def subject(self) -> str:
+        return self.sku
+
+
 class StockMoved(Message):
     event_type = "inventory.stock_moved.v1"
     summary = "On hand at a location changed, with the movement's kind and cause (the ledger's audit trail)."
@@ -152,6 +258,8 @@ class AvailabilityChanged(Message):
     safety_stock: Quantity
     available: Quantity
     incoming: Quantity = 0
+    incoming_unreserved: Quantity = 0
+    next_eta: datetime | None = None
     version: int = 0
 
     def subject(self) -> str:

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from schemas.base import Command, EntityId, Frozen, LocationId, Message, PositiveQuantity, Quantity, Sku
 
-TaskKind = Literal["pick", "pack", "ship"]
+TaskKind = Literal["pick", "pack", "ship", "receive", "put_away", "count", "prepare_pickup", "inspect_return"]
 DeliveryMode = Literal["ship", "pickup", "reserve"]
 
 
@@ -42,6 +42,36 @@ class ConfirmTask(Command):
     location: LocationId
     worker: str = "auto"
     picked: list[FulfilmentLine] = []
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ExpectedLine(Frozen):
+    sku: Sku
+    qty: PositiveQuantity
+
+
+class SupplyArrived(Command):
+    event_type = "wms.supply_arrived.v1"
+    summary = "A delivery announced by supply (ASN, PO, transfer) is at the dock: receive, count, put away."
+
+    supply_id: EntityId
+    location: LocationId
+    lines: Annotated[list[ExpectedLine], Field(min_length=1)]
+
+    def subject(self) -> str:
+        return self.supply_id
+
+
+class CancelFulfilment(Command):
+    event_type = "wms.cancel_fulfilment.v1"
+    summary = "The OMS withdraws a fulfilment request (order cancelled or re-sourced) before it ships."
+
+    request_id: EntityId
+    order_id: EntityId
+    location: LocationId
+    reason: str = "cancelled"
 
     def subject(self) -> str:
         return self.order_id
@@ -144,6 +174,63 @@ class ShortPicked(Message):
     order_id: EntityId
     location: LocationId
     lines: list[ShortPickLine]
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReceivedLine(Frozen):
+    sku: Sku
+    expected: Quantity
+    received: Quantity
+    damaged: Quantity = 0
+
+
+class GoodsReceived(Message):
+    event_type = "wms.goods_received.v1"
+    summary = "A delivery was received and put away, with over, short and damaged quantities against the announcement."
+
+    supply_id: EntityId
+    location: LocationId
+    lines: list[ReceivedLine]
+
+    def subject(self) -> str:
+        return self.supply_id
+
+
+class FulfilmentCancelled(Message):
+    event_type = "wms.fulfilment_cancelled.v1"
+    summary = "The location withdrew a request's open tasks; nothing of it will ship."
+
+    request_id: EntityId
+    order_id: EntityId
+    location: LocationId
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReadyForPickup(Message):
+    event_type = "wms.ready_for_pickup.v1"
+    summary = "A store prepared a BOPIS order (or a ROPIS hold) for the customer to collect."
+
+    request_id: EntityId
+    order_id: EntityId
+    location: LocationId
+    lines: list[FulfilmentLine]
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class HandedOver(Message):
+    event_type = "wms.handed_over.v1"
+    summary = "A store handed a prepared pickup order to the customer."
+
+    request_id: EntityId
+    order_id: EntityId
+    location: LocationId
+    lines: list[FulfilmentLine]
 
     def subject(self) -> str:
         return self.order_id

@@ -19,7 +19,7 @@ from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-from pydantic import BaseModel, StringConstraints
+from pydantic import AwareDatetime, BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
 from schemas import generate
@@ -211,7 +211,7 @@ def _scalar(annotation: Any, c: dict[str, Any]) -> st.SearchStrategy[Any]:
         return _float(c)
     if annotation is str:
         return _string(c)
-    if annotation is datetime:
+    if annotation is datetime or annotation is AwareDatetime:
         return st.datetimes(timezones=st.just(UTC))
     raise NotImplementedError(f"no strategy for {annotation!r}: teach _scalar about it")
 
