@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from schemas.base import Capability, Frozen, Latitude, LocationId, LocationKind, Longitude, Message, Money
 
 
@@ -25,6 +27,18 @@ class LocationConfigured(Message):
 
     def subject(self) -> str:
         return self.location.id
+
+
+class RuleSetPublished(Message):
+    event_type = "network.rule_set_published.v1"
+    summary = "The sourcing rule set in force from now on (its document and version)."
+
+    name: str
+    version: int
+    document: dict[str, Any]
+
+    def subject(self) -> str:
+        return self.name
 
 
 class DeadLettered(Message):

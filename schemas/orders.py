@@ -9,6 +9,7 @@ from pydantic import Field
 
 from schemas.base import (
     Channel,
+    Command,
     EntityId,
     Frozen,
     Latitude,
@@ -243,6 +244,29 @@ class OrderShipped(Message):
     tracking: str
     lines: list[ReturnLine]
     complete: bool
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class OrderDeadlineReached(Command):
+    event_type = "order.deadline_reached.v1"
+    summary = "An order step's deadline passed (reservation, acceptance, pickup window, hold): act on it."
+
+    order_id: EntityId
+    kind: Literal["reserve", "accept", "pickup", "hold"]
+    due: datetime
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class CancelRefused(Message):
+    event_type = "order.cancel_refused.v1"
+    summary = "A cancellation came too late (something already shipped or the order is closed)."
+
+    order_id: EntityId
+    reason: str
 
     def subject(self) -> str:
         return self.order_id

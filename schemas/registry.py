@@ -16,6 +16,8 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     orders.OrderAllocated,
     orders.OrderCancelled,
     orders.OrderShipped,
+    orders.OrderDeadlineReached,
+    orders.CancelRefused,
     inventory.ReserveStock,
     inventory.ReleaseReservation,
     inventory.ConsumeReservation,
@@ -48,6 +50,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     wms.ReadyForPickup,
     wms.HandedOver,
     network.LocationConfigured,
+    network.RuleSetPublished,
     network.DeadLettered,
 )
 

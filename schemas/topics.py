@@ -65,6 +65,7 @@ ORDERS_EVENTS = TopicSpec(
         orders.OrderAllocated,
         orders.OrderCancelled,
         orders.OrderShipped,
+        orders.CancelRefused,
     ),
     description="The orchestrator's decisions about each order (the audit trail of sourcing).",
     producers=("orchestrator",),
@@ -166,6 +167,24 @@ NETWORK = TopicSpec(
     producers=("baton network apply",),
     consumers=("orchestrator",),
 )
+ORDERS_TIMERS = TopicSpec(
+    name="orders.timers.v1",
+    key="order_id",
+    messages=(orders.OrderDeadlineReached,),
+    description="Deadlines the orchestrator set itself (reservation, acceptance, pickup window, hold), due now.",
+    producers=("orchestrator",),
+    consumers=("orchestrator",),
+)
+RULES = TopicSpec(
+    name="rules.v1",
+    key="rule set name",
+    messages=(network.RuleSetPublished,),
+    description="Sourcing rule sets, versioned and compacted: replays see the rule version in force.",
+    cleanup_policy="compact",
+    partitions=1,
+    producers=("baton rules apply", "scenarios"),
+    consumers=("orchestrator",),
+)
 DEAD_LETTERS = TopicSpec(
     name="deadletter.v1",
     key="topic/partition/offset",
@@ -187,5 +206,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WMS_TASKS,
     WMS_EVENTS,
     NETWORK,
+    ORDERS_TIMERS,
+    RULES,
     DEAD_LETTERS,
 )

@@ -18,6 +18,7 @@ from schemas.topics import (
     INVENTORY_COMMANDS,
     INVENTORY_RESERVATIONS,
     ORDERS_INBOUND,
+    ORDERS_TIMERS,
     WMS_COMMANDS,
     WMS_EVENTS,
     WMS_TASKS,
@@ -131,7 +132,7 @@ async def delete_namespace(settings: Settings) -> tuple[list[str], list[str]]:
 
 # What each service's consumer group reads (for lag: a namespace is quiescent when every group is caught up).
 SUBSCRIPTIONS: dict[str, tuple[TopicSpec, ...]] = {
-    "orchestrator": (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS),
+    "orchestrator": (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS),
     "inventory": (INVENTORY_COMMANDS,),
     "wms-{location}": (WMS_COMMANDS, WMS_TASKS),
 }

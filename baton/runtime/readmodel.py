@@ -96,3 +96,27 @@ class ReadModel:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class CapacityCounter:
+    """Orders handed to each location per day (``{ns}:capacity:{location}:{date}``), for daily capacity."""
+
+    def __init__(self, read_model: ReadModel) -> None:
+        self.read_model = read_model
+
+    def _key(self, location: str, day: str) -> str:
+        return self.read_model._key("capacity", location, day)
+
+    async def used(self, locations: Iterable[str], day: str) -> dict[str, int]:
+        wanted = sorted(set(locations))
+        if not wanted:
+            return {}
+        values = await self.read_model.redis.mget([self._key(loc, day) for loc in wanted])
+        return {loc: int(v or 0) for loc, v in zip(wanted, values, strict=True)}
+
+    async def add(self, locations: Iterable[str], day: str) -> None:
+        pipe = self.read_model.redis.pipeline(transaction=False)
+        for location in locations:
+            pipe.incr(self._key(location, day))
+            pipe.expire(self._key(location, day), 3 * 24 * 3600)
+        await pipe.execute()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from schemas.base import Capability, Channel, LocationId, LocationKind, Sku
 from schemas.orders import Delivery, OrderLine, ReturnLine
+from schemas.wms import ExpectedLine
 
 
 class Strict(BaseModel):
@@ -110,6 +111,25 @@ class Generate(Strict):
     channel: Channel = "web"
 
 
+class ArrivalStep(Strict):
+    """A supply row's delivery reaching its location's dock (``arrive_after_s``)."""
+
+    at_s: float
+    type: Literal["supply.arrived"] = "supply.arrived"
+    supply_id: str
+    location: LocationId
+    lines: list[ExpectedLine]
+
+
+def supply_arrivals(scenario: Scenario) -> list[ArrivalStep]:
+    return [
+        ArrivalStep(at_s=row.arrive_after_s, supply_id=row.id, location=row.location,
+                    lines=[ExpectedLine(sku=row.sku, qty=row.qty)])
+        for row in scenario.supply
+        if row.arrive_after_s is not None
+    ]
+
+
 class Scenario(Strict):
     name: str = Field(min_length=1)
     locations: list[ScenarioLocation] = Field(min_length=1)
@@ -134,7 +154,27 @@ class Scenario(Strict):
                     raise ValueError(f"{section}[{i}].location: unknown location {row.location!r}")
                 if hasattr(row, "sku") and row.sku not in skus:
                     raise ValueError(f"{section}[{i}].sku: unknown sku {row.sku!r}")
+        for i, row in enumerate(self.supply):
+            _check_eta(f"supply[{i}].eta", row.eta)
+        if self.rules:
+            from services.orchestrator.domain.rules import RuleSetError, parse_rule_set
+
+            try:
+                parse_rule_set(self.rules, "rules")
+            except RuleSetError as exc:
+                raise ValueError(str(exc)) from exc
         return self
+
+
+def _check_eta(where: str, text: str) -> None:
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{where}: not an ISO 8601 time: {text!r}") from exc
+    if parsed.tzinfo is None:
+        raise ValueError(f"{where}: give a time zone (e.g. 2026-12-01T00:00:00Z)")
 
 
 class ScenarioError(ValueError):

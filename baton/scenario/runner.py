@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -21,14 +22,27 @@ from baton.runtime.readmodel import ReadModel
 from baton.runtime.settings import Settings
 from baton.scenario.generate import generated_orders
 from baton.scenario.invariants import check_invariants
-from baton.scenario.model import CancelStep, CollectedStep, OrderPlacedStep, ReturnStep, Scenario, Step
+from baton.scenario.model import (
+    ArrivalStep,
+    CancelStep,
+    CollectedStep,
+    OrderPlacedStep,
+    ReturnStep,
+    Scenario,
+    Step,
+    supply_arrivals,
+)
 from baton.stack.local import LocalStack, ensured_stack
-from schemas.inventory import CountStock
-from schemas.network import Location, LocationConfigured
+from schemas.inventory import CountStock, RecordSupply
+from schemas.network import Location, LocationConfigured, RuleSetPublished
 from schemas.orders import OrderCancelRequested, OrderPlaced, PickupCollected, ReturnRequested
-from schemas.topics import DEAD_LETTERS, INVENTORY_COMMANDS, NETWORK, ORDERS_INBOUND
+from schemas.topics import DEAD_LETTERS, INVENTORY_COMMANDS, NETWORK, ORDERS_INBOUND, RULES, WMS_COMMANDS
+from schemas.wms import SupplyArrived
+from services.orchestrator.domain.rules import parse_rule_set
 
 SETTLED = frozenset({"shipped", "collected", "expired", "cancelled", "rejected"})
+# waiting on something outside the run once the whole timeline is played and every service caught up
+WAITING = frozenset({"backordered", "ready_for_pickup", "reserved"})
 EXIT_COMPLETED, EXIT_TIMEOUT = 0, 3
 Progress = Callable[[str, int, int], None]
 
@@ -71,7 +85,10 @@ class ScenarioRun:
         self.scenario = scenario
         self.settings = settings
         self.options = options
-        self.steps = sorted([*scenario.events, *generated_orders(scenario)], key=lambda s: s.at_s)
+        arrivals = supply_arrivals(scenario)
+        self.steps: list[Step | ArrivalStep] = sorted(
+            [*scenario.events, *generated_orders(scenario), *arrivals], key=lambda s: s.at_s
+        )
         self.order_ids = [s.order.order_id for s in self.steps if isinstance(s, OrderPlacedStep)]
         self.locations = [loc.id for loc in scenario.locations]
         self.services = ServiceSet(settings, self.locations)
@@ -109,6 +126,14 @@ class ScenarioRun:
         for loc in self.scenario.locations:
             configured = LocationConfigured(location=Location(**loc.model_dump()), network_version=1)
             await publisher.publish(NETWORK, loc.id, configured)
+        if self.scenario.rules:
+            rules = parse_rule_set(self.scenario.rules, "rules")
+            published = RuleSetPublished(name=rules.name, version=rules.version, document=self.scenario.rules)
+            await publisher.publish(RULES, rules.name, published)
+        for row in self.scenario.supply:
+            eta = datetime.fromisoformat(row.eta.replace("Z", "+00:00"))
+            supply = RecordSupply(supply_id=row.id, sku=row.sku, location=row.location, qty=row.qty, eta=eta)
+            await publisher.publish(INVENTORY_COMMANDS, row.sku, supply, correlationid=row.id)
         for (location, sku), (qty, safety) in self._initial_positions().items():
             count = CountStock(count_id=f"{self.settings.namespace}:initial:{location}:{sku}", sku=sku,
                                location=location, qty=qty, safety_stock=safety)
@@ -152,7 +177,7 @@ class ScenarioRun:
         await publisher.flush()
         return await self._wait_settled(started)
 
-    async def _publish_step(self, publisher: Publisher, step: Step) -> None:
+    async def _publish_step(self, publisher: Publisher, step: Step | ArrivalStep) -> None:
         match step:
             case OrderPlacedStep():
                 placed = OrderPlaced(**step.order.model_dump())
@@ -162,6 +187,9 @@ class ScenarioRun:
                 await publisher.publish(ORDERS_INBOUND, step.order_id, cancel)
             case CollectedStep():
                 await publisher.publish(ORDERS_INBOUND, step.order_id, PickupCollected(order_id=step.order_id))
+            case ArrivalStep():
+                arrived = SupplyArrived(supply_id=step.supply_id, location=step.location, lines=step.lines)
+                await publisher.publish(WMS_COMMANDS, step.supply_id, arrived, location=step.location)
             case ReturnStep():
                 fields = step.model_dump(exclude={"at_s", "type"})
                 await publisher.publish(ORDERS_INBOUND, step.order_id, ReturnRequested(**fields))
@@ -169,7 +197,7 @@ class ScenarioRun:
     async def _wait_settled(self, started: float) -> bool:
         while True:
             views = await self.read_model.read_orders(self.order_ids)
-            settled = sum(1 for v in views.values() if v and v["status"] in SETTLED)
+            settled = sum(1 for v in views.values() if v and v["status"] in SETTLED | WAITING)
             self._progress("settling", settled, len(self.order_ids))
             if settled == len(self.order_ids) and await self._quiescent():
                 return True

@@ -10,7 +10,7 @@ import typing
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import orjson
 import pytest
@@ -211,6 +211,8 @@ def _scalar(annotation: Any, c: dict[str, Any]) -> st.SearchStrategy[Any]:
         return _float(c)
     if annotation is str:
         return _string(c)
+    if get_origin(annotation) is dict:
+        return st.dictionaries(st.text(max_size=8), st.integers(-100, 100) | st.text(max_size=8), max_size=3)
     if annotation is datetime or annotation is AwareDatetime:
         return st.datetimes(timezones=st.just(UTC))
     raise NotImplementedError(f"no strategy for {annotation!r}: teach _scalar about it")

@@ -11,6 +11,7 @@ from schemas.base import Capability
 from schemas.network import Location
 from schemas.orders import CandidateScore, Delivery, OrderLine, PickupAt, ReserveAt, ShipTo
 from services.orchestrator.domain.network import NetworkView, distance_km, shipping_cost
+from services.orchestrator.domain.rules import Rule
 from services.orchestrator.domain.sourcing import Availability, SourcingPlan, plan_order
 
 PARIS = ShipTo(lat=48.8566, lon=2.3522)
@@ -202,9 +203,16 @@ def test_pickup_only_at_the_chosen_store() -> None:
     assert candidate(plan, "WH-PAR").reason == "pickup is at ST-PAR"
 
 
-def test_pickup_store_without_stock_is_not_sourced_elsewhere() -> None:
+def test_pickup_store_without_stock_is_served_by_ship_to_store() -> None:
     stock = {"X": {"ST-PAR": 0, "WH-PAR": 10}}
     plan = plan_order(lines(X=1), PickupAt(location="ST-PAR"), network(NEAR, STORE), stock)
+    assert placement(plan) == {("X", "WH-PAR"): 1} and plan.ship_to_store
+
+
+def test_pickup_without_ship_to_store_stays_at_the_store() -> None:
+    stock = {"X": {"ST-PAR": 0, "WH-PAR": 10}}
+    rule = Rule(name="store-only", ship_to_store=False)
+    plan = plan_order(lines(X=1), PickupAt(location="ST-PAR"), network(NEAR, STORE), stock, rule=rule)
     assert plan.assignments == [] and plan.unsourced == {0: 1}
 
 
@@ -309,6 +317,9 @@ def test_every_plan_respects_stock_exclusions_and_accounts_for_every_unit(
     order, delivery, view, availability, excluded = inputs
     plan = plan_order(order, delivery, view, availability, set(excluded))
 
+    if plan.ship_to_store:  # the pickup store lacked stock: a location that ships sends it there
+        assert isinstance(delivery, PickupAt) and "pickup" in view.locations[delivery.location].capabilities
+        delivery = ShipTo(lat=view.locations[delivery.location].lat, lon=view.locations[delivery.location].lon)
     for (sku, location), qty in placement(plan).items():
         assert qty <= usable(availability, excluded, sku, location)
         assert f"{sku}@{location}" not in excluded

@@ -1,13 +1,16 @@
-"""An order and its reservation saga: plan, reserve every line, allocate, follow fulfilment.
+"""An order and its saga: validate, plan, reserve every line, allocate, follow fulfilment to the end.
 
-Pure: the agent loads the order's state, calls ``OrderSaga.handle`` with the message and (for messages
-that may need a plan) a fresh availability snapshot, stores the state and sends what came back.
+Pure: the agent loads the order's state, calls ``OrderSaga.handle`` with the message, the snapshot to plan
+with (network, availability, supply, rule set, capacity) and the message's time; it stores the state and
+sends what came back. Every step with a wait has a deadline; the agent's timer turns a due deadline into an
+``OrderDeadlineReached`` message, handled here like any other.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -16,9 +19,12 @@ from baton.runtime.outbox import AppliedLog, Emit
 from schemas.base import Message
 from schemas.envelope import derived_id
 from schemas.inventory import (
+    BackorderFilled,
     ConsumeReservation,
+    ExpireReservation,
     ReleaseReservation,
     ReservationConsumed,
+    ReservationExpired,
     ReservationRefused,
     ReservationReleased,
     ReserveStock,
@@ -27,28 +33,54 @@ from schemas.inventory import (
 from schemas.orders import (
     TERMINAL_STATUSES,
     AllocatedLine,
+    CancelRefused,
     LineStatus,
     OrderAccepted,
     OrderAllocated,
     OrderCancelled,
     OrderCancelRequested,
+    OrderDeadlineReached,
     OrderLine,
     OrderPlaced,
     OrderRejected,
     OrderShipped,
     OrderStatus,
     OrderStatusChanged,
+    PickupAt,
+    PickupCollected,
+    ReserveAt,
     ReturnLine,
     ShipmentView,
 )
 from schemas.topics import INVENTORY_COMMANDS, ORDERS_EVENTS, ORDERS_STATUS, WMS_COMMANDS
-from schemas.wms import FulfilmentAccepted, FulfilmentLine, FulfilOrder, ItemsPicked, ParcelShipped
+from schemas.wms import (
+    CancelFulfilment,
+    FulfilmentAccepted,
+    FulfilmentCancelled,
+    FulfilmentLine,
+    FulfilmentRejected,
+    FulfilOrder,
+    HandedOver,
+    ItemsPicked,
+    ParcelShipped,
+    ReadyForPickup,
+    ShortPicked,
+)
 from services.orchestrator.domain.network import NetworkView
-from services.orchestrator.domain.sourcing import Availability, SourcingPlan, plan_order
+from services.orchestrator.domain.rules import DEFAULT_RULES, OrderFacts, Rule, RuleSet, applicable_rules
+from services.orchestrator.domain.sourcing import Availability, SourcingPlan, Supply, plan_backorder, plan_order
 
-MAX_ATTEMPTS = 8
-PLANNING_MESSAGES = (OrderPlaced, ReservationRefused)
-LineProgress = Literal["pending", "held", "refused", "released", "consumed"]
+PLANNING_MESSAGES = (
+    OrderPlaced,
+    ReservationRefused,
+    FulfilmentRejected,
+    ShortPicked,
+    OrderDeadlineReached,
+    ReservationReleased,
+)
+LineProgress = Literal["pending", "held", "refused", "released", "consumed", "expired"]
+TRANSIT_DAYS = 1
+DeadlineKind = Literal["reserve", "accept", "pickup", "hold"]
 
 
 class PlannedLine(BaseModel):
@@ -59,6 +91,24 @@ class PlannedLine(BaseModel):
     reservation_id: str
     attempt: int
     status: LineProgress = "pending"
+    backorder: bool = False
+    against_supply: str | None = None
+    eta: str | None = None
+    request_id: str | None = None
+    short: int = 0
+
+    @property
+    def effective(self) -> int:
+        return self.qty - self.short
+
+    @property
+    def waiting_on_supply(self) -> bool:
+        return self.status == "held" and self.against_supply is not None
+
+
+class Deadline(BaseModel):
+    kind: DeadlineKind
+    due: datetime
 
 
 class OrderState(BaseModel):
@@ -72,8 +122,15 @@ class OrderState(BaseModel):
     shipped: dict[int, int] = {}
     cancelled: dict[int, int] = {}
     shipments: list[ShipmentView] = []
+    requests: dict[str, str] = {}
+    request_seq: int = 0
+    ship_to_store: bool = False
+    promised_date: datetime | None = None
+    deadline: Deadline | None = None
     history: list[dict[str, Any]] = []
     last_decision: dict[str, Any] = {}
+    rule_set: str = "default"
+    rule_set_version: int = 1
     applied: AppliedLog = AppliedLog(keep_ids=500, keep_emits=32)
     version: int = 0
 
@@ -85,19 +142,28 @@ class OrderState(BaseModel):
         out = []
         for i, line in enumerate(self.order.lines):
             shipped, cancelled = self.shipped.get(i, 0), self.cancelled.get(i, 0)
-            out.append(
-                LineStatus(
-                    sku=line.sku,
-                    ordered=line.qty,
-                    shipped=shipped,
-                    cancelled=cancelled,
-                    open=line.qty - shipped - cancelled,
-                )
-            )
+            out.append(LineStatus(sku=line.sku, ordered=line.qty, shipped=shipped, cancelled=cancelled,
+                                  open=max(0, line.qty - shipped - cancelled)))
         return out
 
     def current(self) -> list[PlannedLine]:
         return [p for p in self.planned if p.attempt == self.attempt]
+
+    def live(self) -> list[PlannedLine]:
+        """Planned lines still promising units: pending or held (on stock or on supply), not yet shipped."""
+        return [p for p in self.planned if p.status in ("pending", "held")]
+
+    def need(self) -> dict[int, int]:
+        """Units of each line that nothing (live plan, shipment, cancellation) accounts for yet."""
+        covered: defaultdict[int, int] = defaultdict(int)
+        for p in self.live():
+            covered[p.line_index] += p.effective
+        out = {}
+        for i, line in enumerate(self.order.lines):
+            missing = line.qty - self.shipped.get(i, 0) - self.cancelled.get(i, 0) - covered[i]
+            if missing > 0:
+                out[i] = missing
+        return out
 
     def view(self) -> dict[str, Any]:
         """The read-model document of this order (what ``baton orders show`` and the scenario print)."""
@@ -110,7 +176,9 @@ class OrderState(BaseModel):
             "delivery": order.delivery.model_dump(mode="json"),
             "lines": [ls.model_dump() for ls in self.line_statuses()],
             "shipments": [s.model_dump() for s in self.shipments],
-            "promised_date": None,
+            "promised_date": self.promised_date.isoformat() if self.promised_date else None,
+            "deadline": self.deadline.model_dump(mode="json") if self.deadline else None,
+            "decision": self.last_decision,
             "history": self.history,
             "version": self.version,
         }
@@ -122,12 +190,30 @@ class Decision:
     state: OrderState | None = None
 
 
-class OrderSaga:
-    """Handles one message for one order. ``network`` and ``availability`` are the snapshot to plan with."""
+@dataclass
+class Snapshot:
+    """What the orchestrator knew when it handled a message: master data and a view of stock."""
 
-    def __init__(self, network: NetworkView, availability: Availability | None = None) -> None:
-        self.network = network
-        self.availability = availability or {}
+    network: NetworkView
+    availability: Availability = field(default_factory=dict)
+    supply: Supply = field(default_factory=dict)
+    rules: RuleSet = DEFAULT_RULES
+    capacity_left: dict[str, int] = field(default_factory=dict)
+    # the agent passes the handled message's time; the fixed default keeps pure tests deterministic
+    now: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class OrderSaga:
+    """Handles one message for one order."""
+
+    def __init__(
+        self,
+        network: NetworkView,
+        availability: Availability | None = None,
+        *,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        self.snapshot = snapshot or Snapshot(network=network, availability=availability or {})
 
     def handle(self, state: OrderState | None, message: Message, message_id: str) -> Decision:
         if state is not None and state.applied.seen(message_id):
@@ -135,10 +221,11 @@ class OrderSaga:
         if isinstance(message, OrderPlaced):
             if state is not None:
                 return Decision(state=state)  # the same order id placed again: no effect
-            state = OrderState(order_id=message.order_id, placed=message.model_dump(mode="json"))
+            state = OrderState(order_id=message.order_id, placed=message.model_dump(mode="json"),
+                               rule_set=self.snapshot.rules.name, rule_set_version=self.snapshot.rules.version)
         if state is None:
             return Decision()
-        emits = _Step(state, self, message_id).run(message)
+        emits = _Step(state, self.snapshot, message_id).run(message)
         state.applied.record(message_id, emits)
         state.version += 1
         return Decision(emits=emits, state=state)
@@ -147,32 +234,20 @@ class OrderSaga:
 class _Step:
     """The handling of one message: mutates the state and collects emits."""
 
-    def __init__(self, state: OrderState, saga: OrderSaga, message_id: str) -> None:
+    def __init__(self, state: OrderState, snapshot: Snapshot, message_id: str) -> None:
         self.state = state
-        self.saga = saga
+        self.snap = snapshot
         self.message_id = message_id
         self.emits: list[Emit] = []
 
     def run(self, message: Message) -> list[Emit]:
-        match message:
-            case OrderPlaced():
-                self._accept(message)
-            case StockReserved():
-                self._reserved(message)
-            case ReservationRefused():
-                self._refused(message)
-            case FulfilmentAccepted():
-                if self.state.status == "allocated":
-                    self._set_status("in_fulfilment")
-            case ParcelShipped():
-                self._shipped(message)
-            case OrderCancelRequested():
-                self._cancel(message)
-            case ReservationReleased() | ReservationConsumed() | ItemsPicked():
-                pass
-            case _:
-                raise ValueError(f"the orchestrator does not handle {message.event_type}")
+        handler = getattr(self, "_on_" + type(message).__name__, None)
+        if handler is None:
+            raise ValueError(f"the orchestrator does not handle {message.event_type}")
+        handler(message)
         return self.emits
+
+    # ------------------------------------------------------------------ plumbing
 
     def _id(self, *parts: object) -> str:
         return derived_id(self.message_id, *parts)
@@ -186,115 +261,325 @@ class _Step:
         if previous == status and state.history:
             return
         state.status, state.reason = status, reason
-        state.history.append({"status": status, "reason": reason, "cause": self.message_id})
+        state.history.append({"status": status, "reason": reason, "cause": self.message_id,
+                              "at": self.snap.now.isoformat()})
+        if status in TERMINAL_STATUSES:
+            state.deadline = None
+        self._publish_status(previous)
+
+    def _publish_status(self, previous: OrderStatus | None) -> None:
+        state = self.state
         changed = OrderStatusChanged(
             order_id=state.order_id,
-            status=status,
+            status=state.status,
             previous=previous,
-            reason=reason,
+            reason=state.reason,
             channel=state.order.channel,
             lines=state.line_statuses(),
             shipments=state.shipments,
+            promised_date=state.promised_date,
             version=len(state.history),
         )
-        self._emit(ORDERS_STATUS, state.order_id, changed, status)
+        self._emit(ORDERS_STATUS, state.order_id, changed, state.status, len(state.history))
 
-    def _accept(self, placed: OrderPlaced) -> None:
+    def _set_deadline(self, kind: DeadlineKind, seconds: float) -> None:
+        self.state.deadline = Deadline(kind=kind, due=self.snap.now + timedelta(seconds=seconds))
+
+    def _line(self, reservation_id: str) -> PlannedLine | None:
+        return next((p for p in self.state.planned if p.reservation_id == reservation_id), None)
+
+    # ------------------------------------------------------------------ intake
+
+    def _on_OrderPlaced(self, placed: OrderPlaced) -> None:
+        problem = self._invalid(placed)
         self._emit(ORDERS_EVENTS, placed.order_id, OrderAccepted(order_id=placed.order_id, channel=placed.channel))
         self._set_status("accepted")
-        self._plan()
+        if problem:
+            self._reject(problem)
+            return
+        self._plan_initial()
 
-    def _plan(self) -> None:
-        state, order = self.state, self.state.order
-        if state.attempt >= MAX_ATTEMPTS:
-            self._reject(f"could not reserve stock after {MAX_ATTEMPTS} attempts")
-            return
-        plan = plan_order(order.lines, order.delivery, self.saga.network, self.saga.availability, set(state.excluded))
-        state.last_decision = _explain(plan, self.saga.network.version, state.attempt + 1)
-        if not plan.complete:
-            self._reject(_no_source_reason(order.lines, plan))
-            return
-        state.attempt += 1
-        for n, a in enumerate(plan.assignments):
-            rid = f"{state.order_id}/a{state.attempt}/{n}"
-            state.planned.append(PlannedLine(line_index=a.line_index, sku=a.sku, qty=a.qty, location=a.location,
-                                             reservation_id=rid, attempt=state.attempt))
-            reserve = ReserveStock(
-                reservation_id=rid, order_id=state.order_id, sku=a.sku, location=a.location, qty=a.qty
-            )
-            self._emit(INVENTORY_COMMANDS, a.sku, reserve, rid)
+    def _invalid(self, placed: OrderPlaced) -> str | None:
+        delivery = placed.delivery
+        if isinstance(delivery, PickupAt | ReserveAt):
+            store = self.snap.network.get(delivery.location)
+            if store is None:
+                return f"invalid: unknown location {delivery.location!r} for {delivery.mode}"
+            if delivery.mode not in store.capabilities:
+                return f"invalid: {delivery.location} does not offer {delivery.mode}"
+        if placed.store_id is not None and self.snap.network.get(placed.store_id) is None:
+            return f"invalid: unknown store {placed.store_id!r}"
+        return None
 
     def _reject(self, reason: str) -> None:
         state = self.state
+        for p in state.live():
+            self._release(p, "rejected")
         self._emit(ORDERS_EVENTS, state.order_id, OrderRejected(order_id=state.order_id, reason=reason))
         for i, line in enumerate(state.order.lines):
             state.cancelled[i] = line.qty - state.shipped.get(i, 0)
         self._set_status("rejected", reason)
 
-    def _line(self, reservation_id: str) -> PlannedLine | None:
-        return next((p for p in self.state.planned if p.reservation_id == reservation_id), None)
+    # ------------------------------------------------------------------ planning
 
-    def _reserved(self, event: StockReserved) -> None:
-        line = self._line(event.reservation_id)
-        if line is None:
+    def _facts(self) -> OrderFacts:
+        order = self.state.order
+        return OrderFacts(
+            channel=order.channel,
+            delivery_mode=order.delivery.mode,
+            customer_tier=order.customer_tier,
+            order_value=sum(ln.qty * ln.unit_price for ln in order.lines),
+            skus=[ln.sku for ln in order.lines],
+        )
+
+    def _rules(self) -> list[Rule]:
+        return applicable_rules(self.snap.rules, self._facts()) or [Rule(name="fallback")]
+
+    def _plan_initial(self) -> None:
+        """Plan the whole order (again): the first plan, or a re-plan after a refusal before allocation."""
+        if self.state.attempt >= self.snap.rules.max_attempts:
+            self._reject(f"could not reserve stock after {self.snap.rules.max_attempts} attempts")
             return
-        live = line.attempt == self.state.attempt and self.state.status == "accepted"
-        if not live:
-            self._release(line, "superseded")
+        self.state.attempt += 1
+        if not self._plan_need(self.state.need(), initial=True):
             return
-        line.status = "held"
-        if all(p.status == "held" for p in self.state.current()):
-            self._allocate()
+        self._set_deadline("reserve", self.snap.rules.reserve_deadline_s)
+
+    def _plan_need(self, need: dict[int, int], initial: bool) -> bool:
+        """Reserve what ``need`` asks for; False when the order was rejected or the need cancelled."""
+        if not need:
+            return True
+        plan = self._best_plan(need)
+        unsourced = dict(plan.unsourced)
+        backorder = self._backorder_plan(unsourced) if unsourced else None
+        if backorder is not None and not backorder.unsourced:
+            plan.assignments += backorder.assignments
+            plan.rule += " + backorder against supply"
+            unsourced = {}
+        self.state.last_decision = _explain(plan, self.snap, self.state)
+        if unsourced:
+            reason = _no_source_reason(self.state.order.lines, unsourced)
+            if initial:
+                self._reject(reason)
+                return False
+            self._cancel_units(unsourced, reason)
+        self.state.ship_to_store = self.state.ship_to_store or plan.ship_to_store
+        self._reserve(plan)
+        return True
+
+    def _best_plan(self, need: dict[int, int]) -> SourcingPlan:
+        order = self.state.order
+        plan = None
+        for rule in self._rules():
+            plan = plan_order(order.lines, order.delivery, self.snap.network, self.snap.availability,
+                              set(self.state.excluded), rule=rule, need=need,
+                              capacity_left=self.snap.capacity_left)
+            if plan.complete:
+                return plan
+        assert plan is not None
+        return plan
+
+    def _backorder_plan(self, unsourced: dict[int, int]) -> SourcingPlan | None:
+        order = self.state.order
+        if self.snap.rules.fallback != "backorder" or isinstance(order.delivery, ReserveAt):
+            return None
+        return plan_backorder(order.lines, unsourced, order.delivery, self.snap.network, self.snap.supply,
+                              set(self.state.excluded), self._rules()[0])
+
+    def _reserve(self, plan: SourcingPlan) -> None:
+        state = self.state
+        expires = None
+        if isinstance(state.order.delivery, ReserveAt):
+            expires = self.snap.now + timedelta(seconds=state.order.delivery.hold_s)
+        for a in plan.assignments:
+            rid = f"{state.order_id}/a{state.attempt}/{sum(p.attempt == state.attempt for p in state.planned)}"
+            state.planned.append(PlannedLine(line_index=a.line_index, sku=a.sku, qty=a.qty, location=a.location,
+                                             reservation_id=rid, attempt=state.attempt, backorder=a.backorder))
+            reserve = ReserveStock(reservation_id=rid, order_id=state.order_id, sku=a.sku, location=a.location,
+                                   qty=a.qty, backorder=a.backorder, expires_at=expires)
+            self._emit(INVENTORY_COMMANDS, a.sku, reserve, rid)
 
     def _release(self, line: PlannedLine, reason: str) -> None:
-        if line.status in ("released", "consumed", "refused"):
+        if line.status not in ("pending", "held"):
             return
         line.status = "released"
         release = ReleaseReservation(reservation_id=line.reservation_id, order_id=self.state.order_id,
                                      sku=line.sku, reason=reason)
         self._emit(INVENTORY_COMMANDS, line.sku, release, line.reservation_id)
 
-    def _refused(self, event: ReservationRefused) -> None:
+    def _cancel_units(self, units: dict[int, int], reason: str) -> None:
+        for i, qty in units.items():
+            self.state.cancelled[i] = self.state.cancelled.get(i, 0) + qty
+        self.state.history.append({"note": f"cancelled what could not be re-sourced: {reason}",
+                                   "cause": self.message_id})
+
+    # ------------------------------------------------------------------ reservations
+
+    def _on_StockReserved(self, event: StockReserved) -> None:
+        line = self._line(event.reservation_id)
+        if line is None:
+            return
+        if line.status != "pending" or self.state.status in TERMINAL_STATUSES:
+            self._release(line, "superseded")  # answered after the order moved on: give it back
+            return
+        line.status = "held"
+        if event.against_supply:
+            line.against_supply, line.eta = event.against_supply, event.eta.isoformat() if event.eta else None
+        self._advance()
+
+    def _on_BackorderFilled(self, event: BackorderFilled) -> None:
+        line = self._line(event.reservation_id)
+        if line is None or line.status != "held":
+            return
+        line.against_supply = None
+        self._advance()
+
+    def _on_ReservationRefused(self, event: ReservationRefused) -> None:
         state = self.state
         line = self._line(event.reservation_id)
-        if line is None or line.attempt != state.attempt or state.status != "accepted":
-            if line is not None:
+        if line is None or line.status != "pending" or state.status in TERMINAL_STATUSES:
+            if line is not None and line.status == "pending":
                 line.status = "refused"
             return
         line.status = "refused"
         state.excluded.append(f"{line.sku}@{line.location}")
-        for other in state.current():
-            if other.status == "held":
+        if state.status == "accepted":
+            for other in state.current():
                 self._release(other, "re-sourcing")
-        self._plan()
+            self._plan_initial()
+        else:
+            self._plan_need(state.need(), initial=False)
+            self._advance()
 
-    def _allocate(self) -> None:
+    def _on_ReservationReleased(self, event: ReservationReleased) -> None:
+        """The ledger gave up a hold on its own (stock lost in a count): re-source those units."""
+        line = self._line(event.reservation_id)
+        if line is None or line.status != "held" or self.state.status in TERMINAL_STATUSES:
+            return
+        line.status = "released"
+        self.state.excluded.append(f"{line.sku}@{line.location}")
+        self._resource(f"stock lost at {line.location}")
+
+    def _on_ReservationExpired(self, event: ReservationExpired) -> None:
+        line = self._line(event.reservation_id)
+        if line is not None and line.status == "held":
+            line.status = "expired"
+        if self.state.status in ("reserved", "ready_for_pickup") and not self.state.live():
+            self._expire("the hold lapsed")
+
+    def _on_ReservationConsumed(self, event: ReservationConsumed) -> None:
+        pass
+
+    def _advance(self) -> None:
+        """Every live line answered: wait on supply (backordered), or hand the held lines to the locations."""
         state = self.state
-        current = state.current()
-        allocated = OrderAllocated(
+        live = state.live()
+        if not live or any(p.status == "pending" for p in live):
+            return
+        if any(p.waiting_on_supply for p in live):
+            etas = [datetime.fromisoformat(p.eta) for p in live if p.waiting_on_supply and p.eta]
+            state.promised_date = max(etas) + timedelta(days=TRANSIT_DAYS) if etas else None
+            state.deadline = None
+            self._set_status("backordered", "waiting for incoming supply")
+            return
+        self._dispatch([p for p in live if p.request_id is None])
+
+    def _dispatch(self, lines: list[PlannedLine]) -> None:
+        state = self.state
+        if not lines:
+            return
+        first = state.status in ("accepted", "backordered")
+        if first:
+            self._emit(ORDERS_EVENTS, state.order_id, self._allocated(lines))
+        by_location: dict[str, list[PlannedLine]] = defaultdict(list)
+        for p in lines:
+            by_location[p.location].append(p)
+        for location, group in sorted(by_location.items()):
+            state.request_seq += 1
+            request_id = f"{state.order_id}/r{state.request_seq}/{location}"
+            for p in group:
+                p.request_id = request_id
+            state.requests[request_id] = "sent"
+            mode = "ship" if state.ship_to_store else state.order.delivery.mode
+            request = FulfilOrder(request_id=request_id, order_id=state.order_id, location=location,
+                                  lines=[FulfilmentLine(sku=p.sku, qty=p.effective, reservation_id=p.reservation_id)
+                                         for p in group],
+                                  delivery_mode=mode)
+            self._emit(WMS_COMMANDS, state.order_id, request, request_id, location=location)
+        if isinstance(state.order.delivery, ReserveAt):
+            self._set_deadline("hold", state.order.delivery.hold_s)
+            self._set_status("reserved")
+        elif first:
+            self._set_deadline("accept", self.snap.rules.accept_deadline_s)
+            self._set_status("allocated")
+
+    def _allocated(self, lines: list[PlannedLine]) -> OrderAllocated:
+        state = self.state
+        return OrderAllocated(
             order_id=state.order_id,
-            allocations=[AllocatedLine(sku=p.sku, qty=p.qty, location=p.location, reservation_id=p.reservation_id)
-                         for p in current],
+            allocations=[AllocatedLine(sku=p.sku, qty=p.effective, location=p.location,
+                                       reservation_id=p.reservation_id) for p in lines],
+            rule_set=state.rule_set,
+            rule_set_version=state.rule_set_version,
             rule=state.last_decision.get("rule", "default"),
             candidates=state.last_decision.get("candidates", []),
             attempt=state.attempt,
         )
-        self._emit(ORDERS_EVENTS, state.order_id, allocated)
-        by_location: dict[str, list[PlannedLine]] = defaultdict(list)
-        for p in current:
-            by_location[p.location].append(p)
-        for location, lines in sorted(by_location.items()):
-            request = FulfilOrder(
-                request_id=f"{state.order_id}/a{state.attempt}/{location}",
-                order_id=state.order_id,
-                location=location,
-                lines=[FulfilmentLine(sku=p.sku, qty=p.qty, reservation_id=p.reservation_id) for p in lines],
-                delivery_mode=state.order.delivery.mode,
-            )
-            self._emit(WMS_COMMANDS, state.order_id, request, location, location=location)
-        self._set_status("allocated")
 
-    def _shipped(self, event: ParcelShipped) -> None:
+    # ------------------------------------------------------------------ fulfilment
+
+    def _on_FulfilmentAccepted(self, event: FulfilmentAccepted) -> None:
+        state = self.state
+        if state.requests.get(event.request_id) == "sent":
+            state.requests[event.request_id] = "accepted"
+        if state.deadline and state.deadline.kind == "accept" and "sent" not in state.requests.values():
+            state.deadline = None
+        if state.status == "allocated":
+            self._set_status("in_fulfilment")
+
+    def _on_ItemsPicked(self, event: ItemsPicked) -> None:
+        pass
+
+    def _on_HandedOver(self, event: HandedOver) -> None:
+        pass
+
+    def _on_FulfilmentCancelled(self, event: FulfilmentCancelled) -> None:
+        self.state.requests[event.request_id] = "cancelled"
+
+    def _on_FulfilmentRejected(self, event: FulfilmentRejected) -> None:
+        state = self.state
+        if state.requests.get(event.request_id) not in ("sent", "accepted"):
+            return
+        state.requests[event.request_id] = "rejected"
+        state.excluded.append(f"*@{event.location}")
+        for p in state.live():
+            if p.request_id == event.request_id:
+                self._release(p, f"rejected by {event.location}")
+        self._resource(f"{event.location} rejected the request: {event.reason}")
+
+    def _on_ShortPicked(self, event: ShortPicked) -> None:
+        for short in event.lines:
+            line = self._line(short.reservation_id)
+            if line is None:
+                continue
+            line.short = min(line.qty, line.short + short.missing)
+            self.state.excluded.append(f"{line.sku}@{line.location}")
+        self._resource(f"short pick at {event.location}")
+
+    def _resource(self, why: str) -> None:
+        """Find the units nothing accounts for any more at other locations."""
+        state = self.state
+        if state.status in TERMINAL_STATUSES:
+            return
+        state.history.append({"note": f"re-sourcing: {why}", "cause": self.message_id})
+        if not state.need():
+            return
+        if not self._plan_need(state.need(), initial=state.status == "accepted"):
+            return
+        self._advance()
+        self._settle_if_done()
+
+    def _on_ParcelShipped(self, event: ParcelShipped) -> None:
         state = self.state
         if any(s.parcel_id == event.parcel.parcel_id for s in state.shipments):
             return
@@ -310,12 +595,24 @@ class _Step:
             consume = ConsumeReservation(reservation_id=fl.reservation_id, order_id=state.order_id, sku=fl.sku,
                                          qty=fl.qty, shipment_id=event.parcel.parcel_id)
             self._emit(INVENTORY_COMMANDS, fl.sku, consume, fl.reservation_id)
+        state.requests[event.request_id] = "shipped"
         lines = [ReturnLine(sku=s, qty=q) for s, q in sorted(shipped_lines.items())]
         state.shipments.append(ShipmentView(location=event.location, lines=lines, tracking=event.tracking,
                                             carrier=event.carrier, parcel_id=event.parcel.parcel_id))
         complete = all(ls.open == 0 for ls in state.line_statuses())
         self._emit(ORDERS_EVENTS, state.order_id, OrderShipped(order_id=state.order_id, location=event.location,
                    parcel_id=event.parcel.parcel_id, tracking=event.tracking, lines=lines, complete=complete))
+        self._settle_if_done()
+
+    def _settle_if_done(self) -> None:
+        state = self.state
+        if not state.shipments or state.status in TERMINAL_STATUSES:
+            return
+        complete = all(ls.open == 0 for ls in state.line_statuses())
+        if state.ship_to_store:
+            if complete:
+                self._ready_for_pickup()
+            return
         self._set_status("shipped" if complete else "partially_shipped")
 
     def _uncancel_what_shipped(self, line_index: int) -> None:
@@ -325,29 +622,125 @@ class _Step:
         cancelled = self.state.cancelled.get(line_index, 0)
         self.state.cancelled[line_index] = max(0, min(cancelled, ordered - shipped))
 
-    def _cancel(self, request: OrderCancelRequested) -> None:
+    # ------------------------------------------------------------------ stores
+
+    def _on_ReadyForPickup(self, event: ReadyForPickup) -> None:
+        if isinstance(self.state.order.delivery, PickupAt) and self.state.status in ("allocated", "in_fulfilment"):
+            self._ready_for_pickup()
+
+    def _ready_for_pickup(self) -> None:
+        self._set_deadline("pickup", self.snap.rules.pickup_window_s)
+        self._set_status("ready_for_pickup")
+
+    def _on_PickupCollected(self, event: PickupCollected) -> None:
+        state = self.state
+        if state.status not in ("ready_for_pickup", "reserved"):
+            state.history.append({"note": f"collection ignored while {state.status}", "cause": self.message_id})
+            return
+        handed: dict[str, int] = defaultdict(int)
+        for p in state.live():
+            p.status = "consumed"
+            state.shipped[p.line_index] = state.shipped.get(p.line_index, 0) + p.effective
+            handed[p.sku] += p.effective
+            consume = ConsumeReservation(reservation_id=p.reservation_id, order_id=state.order_id, sku=p.sku,
+                                         qty=p.effective, shipment_id=f"handover:{state.order_id}")
+            self._emit(INVENTORY_COMMANDS, p.sku, consume, p.reservation_id)
+        location = state.order.delivery.location if isinstance(state.order.delivery, PickupAt | ReserveAt) else ""
+        if handed:
+            state.shipments.append(ShipmentView(location=location, tracking=f"handover:{state.order_id}",
+                                                lines=[ReturnLine(sku=s, qty=q) for s, q in sorted(handed.items())],
+                                                carrier="in-store", parcel_id=f"handover:{state.order_id}"))
+        self._set_status("collected")
+
+    def _expire(self, reason: str) -> None:
+        state = self.state
+        for p in state.live():
+            if p.status == "held" and isinstance(state.order.delivery, ReserveAt):
+                p.status = "expired"
+                expire = ExpireReservation(reservation_id=p.reservation_id, order_id=state.order_id, sku=p.sku)
+                self._emit(INVENTORY_COMMANDS, p.sku, expire, p.reservation_id)
+            else:
+                self._release(p, "pickup window lapsed")
+        for i, line in enumerate(state.order.lines):
+            state.cancelled[i] = line.qty - state.shipped.get(i, 0)
+        self._set_status("expired", reason)
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _on_OrderDeadlineReached(self, reached: OrderDeadlineReached) -> None:
+        state = self.state
+        deadline = state.deadline
+        if deadline is None or deadline.kind != reached.kind or deadline.due != reached.due:
+            return  # stale: the order moved on since this deadline was set
+        state.deadline = None
+        if reached.kind == "reserve" and state.status == "accepted":
+            self._reserve_timed_out()
+        elif reached.kind == "accept":
+            self._acceptance_timed_out()
+        elif reached.kind == "pickup" and state.status == "ready_for_pickup":
+            self._expire("not collected within the pickup window")
+        elif reached.kind == "hold" and state.status == "reserved":
+            self._expire("the hold lapsed")
+
+    def _reserve_timed_out(self) -> None:
+        for p in self.state.current():
+            self._release(p, "reservation timed out")
+        self.state.history.append({"note": "reservation step timed out: re-planning", "cause": self.message_id})
+        self._plan_initial()
+
+    def _acceptance_timed_out(self) -> None:
+        state = self.state
+        late = [rid for rid, status in state.requests.items() if status == "sent"]
+        for request_id in late:
+            location = request_id.rsplit("/", 1)[-1]
+            state.requests[request_id] = "cancelled"
+            state.excluded.append(f"*@{location}")
+            self._emit(WMS_COMMANDS, state.order_id, CancelFulfilment(request_id=request_id, order_id=state.order_id,
+                       location=location, reason="not accepted in time"), request_id, location=location)
+            for p in state.live():
+                if p.request_id == request_id:
+                    self._release(p, f"{location} did not accept in time")
+        if late:
+            self._resource("a location did not accept in time")
+
+    # ------------------------------------------------------------------ cancellation
+
+    def _on_OrderCancelRequested(self, request: OrderCancelRequested) -> None:
         state = self.state
         if state.status in TERMINAL_STATUSES or state.shipments:
+            why = f"cancel refused: the order is {state.status}" if state.status in TERMINAL_STATUSES else (
+                "cancel refused: part of the order already shipped")
+            self._emit(ORDERS_EVENTS, state.order_id, CancelRefused(order_id=state.order_id, reason=why))
+            state.history.append({"note": why, "cause": self.message_id})
             return
-        for planned in state.planned:
-            if planned.status in ("pending", "held"):
-                self._release(planned, "cancelled")
+        for planned in state.live():
+            self._release(planned, "cancelled")
+        for request_id, status in state.requests.items():
+            if status in ("sent", "accepted"):
+                location = request_id.rsplit("/", 1)[-1]
+                state.requests[request_id] = "cancelled"
+                withdraw = CancelFulfilment(request_id=request_id, order_id=state.order_id, location=location,
+                                            reason=request.reason)
+                self._emit(WMS_COMMANDS, state.order_id, withdraw, request_id, location=location)
         for i, line in enumerate(state.order.lines):
             state.cancelled[i] = line.qty - state.shipped.get(i, 0)
         self._emit(ORDERS_EVENTS, state.order_id, OrderCancelled(order_id=state.order_id, reason=request.reason))
         self._set_status("cancelled", request.reason)
 
 
-def _explain(plan: SourcingPlan, network_version: int, attempt: int) -> dict[str, Any]:
+def _explain(plan: SourcingPlan, snapshot: Snapshot, state: OrderState) -> dict[str, Any]:
     return {
+        "rule_set": snapshot.rules.name,
+        "rule_set_version": snapshot.rules.version,
         "rule": plan.rule,
-        "network_version": network_version,
-        "attempt": attempt,
+        "network_version": snapshot.network.version,
+        "attempt": state.attempt,
+        "excluded": sorted(set(state.excluded)),
         "candidates": [c.model_dump() for c in plan.candidates],
         "assignments": [vars(a) for a in plan.assignments],
     }
 
 
-def _no_source_reason(lines: list[OrderLine], plan: SourcingPlan) -> str:
-    missing = ", ".join(f"{lines[i].sku} x{q}" for i, q in sorted(plan.unsourced.items()))
-    return f"no source for {missing or 'the order'}"
+def _no_source_reason(lines: list[OrderLine], unsourced: dict[int, int]) -> str:
+    missing = ", ".join(f"{lines[i].sku} x{q}" for i, q in sorted(unsourced.items()))
+    return f"no source and no supply for {missing or 'the order'}"
