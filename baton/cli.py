@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from baton.demo import demo_command
+from baton.explain_cli import explain_command
+from baton.network_cli import network_app, rules_app
 from baton.orders_cli import orders_app
 from baton.run_cli import run_app
 from baton.scenario.cli import scenario_app
@@ -25,6 +27,9 @@ app.add_typer(scenario_app, name="scenario")
 app.add_typer(orders_app, name="orders")
 app.add_typer(stock_app, name="stock")
 app.command("demo")(demo_command)
+app.add_typer(network_app, name="network")
+app.add_typer(rules_app, name="rules")
+orders_app.command("explain")(explain_command)
 
 
 def main() -> None:

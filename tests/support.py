@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from baton.publish import Publisher
-from baton.runtime.admin import consumer_lag
+from baton.runtime.admin import wait_caught_up
 from baton.runtime.readmodel import ReadModel
 from baton.runtime.settings import Settings
 from schemas.envelope import Envelope, InvalidMessage, decode
@@ -77,7 +77,7 @@ async def availability(settings: Settings, sku: str) -> dict[str, dict[str, Any]
 
 
 async def quiescent(settings: Settings, locations: list[str]) -> bool:
-    return not any((await consumer_lag(settings, locations)).values())
+    return await wait_caught_up(settings, locations, timeout_s=20)
 
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[Envelope | None, bytes]]:

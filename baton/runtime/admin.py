@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -147,8 +148,14 @@ def subscriptions(settings: Settings, locations: Iterable[str]) -> dict[str, lis
     return out
 
 
-async def consumer_lag(settings: Settings, locations: Iterable[str]) -> dict[str, int]:
-    """Messages not yet committed by each service's consumer group (0 everywhere = quiescent)."""
+async def consumer_lag(
+    settings: Settings, locations: Iterable[str], upto: dict[TopicPartition, int] | None = None
+) -> dict[str, int]:
+    """Messages not yet committed by each service's consumer group (0 everywhere = caught up).
+
+    With ``upto``, only messages below those offsets count: "has everything that existed then been handled?",
+    which periodic messages (ticks) produced since cannot keep from becoming true.
+    """
     admin = _admin(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
@@ -158,13 +165,47 @@ async def consumer_lag(settings: Settings, locations: Iterable[str]) -> dict[str
         for group, topics in subscriptions(settings, list(locations)).items():
             committed = await admin.list_consumer_group_offsets(group)
             tps = [TopicPartition(t, p) for t in topics for p in range(_partitions(settings, t))]
-            ends = await consumer.end_offsets(tps)
+            ends = upto if upto is not None else await consumer.end_offsets(tps)
             done = {TopicPartition(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
-            lag[group] = sum(max(0, ends[tp] - max(0, done.get(tp, 0))) for tp in tps)
+            lag[group] = sum(max(0, ends.get(tp, 0) - max(0, done.get(tp, 0))) for tp in tps)
         return lag
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def end_offsets(settings: Settings, locations: Iterable[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(t, p)
+            for topics in subscriptions(settings, list(locations)).values()
+            for t in topics
+            for p in range(_partitions(settings, t))
+        ]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def wait_caught_up(
+    settings: Settings, locations: Iterable[str], rounds: int = 3, timeout_s: float = 60.0
+) -> bool:
+    """Barriers: every service handled every message that existed when each round began.
+
+    Each round also covers what the previous one's messages caused, so a few rounds settle a cascade
+    (order -> reservation -> fulfilment -> consumption) even while services keep sending periodic ticks.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    wanted = list(locations)
+    for _ in range(rounds):
+        upto = await end_offsets(settings, wanted)
+        while any((await consumer_lag(settings, wanted, upto)).values()):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+    return True
 
 
 def _partitions(settings: Settings, topic: str) -> int:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import consumer_lag, delete_namespace, ensure_topics
+from baton.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
 from baton.runtime.kafka import full_topic_name
 from baton.runtime.readmodel import ReadModel
 from baton.runtime.settings import Settings
@@ -89,7 +89,7 @@ class ScenarioRun:
         self.steps: list[Step | ArrivalStep] = sorted(
             [*scenario.events, *generated_orders(scenario), *arrivals], key=lambda s: s.at_s
         )
-        self.order_ids = [s.order.order_id for s in self.steps if isinstance(s, OrderPlacedStep)]
+        self.order_ids = list(dict.fromkeys(s.order.order_id for s in self.steps if isinstance(s, OrderPlacedStep)))
         self.locations = [loc.id for loc in scenario.locations]
         self.services = ServiceSet(settings, self.locations)
         self.read_model = ReadModel(settings.redis_url, settings.namespace)
@@ -207,8 +207,7 @@ class ScenarioRun:
 
     async def _quiescent(self) -> bool:
         """Every service has caught up: the follow-up work of settled orders (consumed stock) is done."""
-        lag = await consumer_lag(self.settings, self.locations)
-        return not any(lag.values())
+        return await wait_caught_up(self.settings, self.locations, timeout_s=30)
 
     async def _result(self, started: float, completed: bool) -> dict[str, Any]:
         views = await self.read_model.read_orders(self.order_ids)

@@ -228,7 +228,7 @@ def test_fulfilment_accepted_before_allocation_changes_nothing() -> None:
 # ---------------------------------------------------------------- refusals
 
 
-def test_refusal_excludes_that_source_and_replans() -> None:
+def test_refusal_caps_that_source_at_what_the_ledger_had_and_replans() -> None:
     run = Run({"X": {"WH-A": 5, "WH-B": 5}})
     first = of(run.send(placed(X=2)), ReserveStock)[0]
     assert first.location == "WH-A"  # type: ignore[attr-defined]
@@ -236,7 +236,7 @@ def test_refusal_excludes_that_source_and_replans() -> None:
     emits = run.send(refused(first))
     again = of(emits, ReserveStock)
     assert [(r.location, r.reservation_id) for r in again] == [("WH-B", "O-1/a2/0")]  # type: ignore[attr-defined]
-    assert run.st.attempt == 2 and run.st.excluded == ["X@WH-A"]
+    assert run.st.attempt == 2 and run.st.caps == {"X@WH-A": 0}
     assert run.st.status == "accepted"
 
     emits = run.send(reserved(again[0]))
@@ -264,7 +264,7 @@ def test_refusals_until_no_source_left_reject() -> None:
     emits = run.send(refused(cmd))
     assert of(emits, ReserveStock) == []
     assert kinds(emits) == ["OrderRejected", "OrderStatusChanged"]
-    assert run.st.status == "rejected" and run.st.excluded == ["X@WH-A", "X@WH-B"]
+    assert run.st.status == "rejected" and run.st.caps == {"X@WH-A": 0, "X@WH-B": 0}
 
 
 def test_max_attempts_then_rejection() -> None:
@@ -497,3 +497,13 @@ def test_view_accounts_for_every_line(step: Callable[[OrderState], OrderState]) 
     view = step(run.st).view()
     assert view["status"] == "allocated"
     assert view["lines"] == [{"sku": "X", "ordered": 2, "shipped": 0, "cancelled": 0, "open": 2}]
+
+
+def test_a_partial_refusal_keeps_what_the_source_still_has_for_a_split() -> None:
+    """The ledger refused 12 at WH-A but has 9: the re-plan still uses those 9 (no blanket exclusion)."""
+    run = Run({"X": {"WH-A": 12, "WH-B": 7}})
+    first = of(run.send(placed(X=12)), ReserveStock)[0]
+    assert first.location == "WH-A"  # type: ignore[attr-defined]
+    refusal = refused(first).model_copy(update={"available": 9})
+    again = of(run.send(refusal), ReserveStock)
+    assert sorted((r.location, r.qty) for r in again) == [("WH-A", 9), ("WH-B", 3)]  # type: ignore[attr-defined]

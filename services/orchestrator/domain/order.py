@@ -119,6 +119,7 @@ class OrderState(BaseModel):
     attempt: int = 0
     planned: list[PlannedLine] = []
     excluded: list[str] = []
+    caps: dict[str, int] = {}
     shipped: dict[int, int] = {}
     cancelled: dict[int, int] = {}
     shipments: list[ShipmentView] = []
@@ -332,8 +333,9 @@ class _Step:
             skus=[ln.sku for ln in order.lines],
         )
 
-    def _rules(self) -> list[Rule]:
-        return applicable_rules(self.snap.rules, self._facts()) or [Rule(name="fallback")]
+    def _rule(self) -> Rule:
+        """The first rule whose conditions match decides; an order no rule matches gets the default rule."""
+        return next(iter(applicable_rules(self.snap.rules, self._facts())), Rule(name="fallback: default"))
 
     def _plan_initial(self) -> None:
         """Plan the whole order (again): the first plan, or a re-plan after a refusal before allocation."""
@@ -369,22 +371,24 @@ class _Step:
 
     def _best_plan(self, need: dict[int, int]) -> SourcingPlan:
         order = self.state.order
-        plan = None
-        for rule in self._rules():
-            plan = plan_order(order.lines, order.delivery, self.snap.network, self.snap.availability,
-                              set(self.state.excluded), rule=rule, need=need,
-                              capacity_left=self.snap.capacity_left)
-            if plan.complete:
-                return plan
-        assert plan is not None
-        return plan
+        return plan_order(order.lines, order.delivery, self.snap.network, self._capped_availability(),
+                          set(self.state.excluded), rule=self._rule(), need=need, capacity_left=self.snap.capacity_left)
+
+    def _capped_availability(self) -> Availability:
+        """The snapshot, never above what the ledger itself said was available when it refused us."""
+        capped = {sku: dict(by_loc) for sku, by_loc in self.snap.availability.items()}
+        for key, cap in self.state.caps.items():
+            sku, location = key.split("@", 1)
+            by_loc = capped.setdefault(sku, {})
+            by_loc[location] = min(by_loc.get(location, 0), cap)
+        return capped
 
     def _backorder_plan(self, unsourced: dict[int, int]) -> SourcingPlan | None:
         order = self.state.order
         if self.snap.rules.fallback != "backorder" or isinstance(order.delivery, ReserveAt):
             return None
         return plan_backorder(order.lines, unsourced, order.delivery, self.snap.network, self.snap.supply,
-                              set(self.state.excluded), self._rules()[0])
+                              set(self.state.excluded), self._rule())
 
     def _reserve(self, plan: SourcingPlan) -> None:
         state = self.state
@@ -442,7 +446,8 @@ class _Step:
                 line.status = "refused"
             return
         line.status = "refused"
-        state.excluded.append(f"{line.sku}@{line.location}")
+        # the ledger told us what it had: plan with that (not a blanket exclusion, which could hide stock)
+        state.caps[f"{line.sku}@{line.location}"] = event.available
         if state.status == "accepted":
             for other in state.current():
                 self._release(other, "re-sourcing")

@@ -116,7 +116,7 @@ def matches(conditions: Conditions, facts: OrderFacts) -> bool:
 
 
 def applicable_rules(rule_set: RuleSet, facts: OrderFacts) -> list[Rule]:
-    """The rules whose conditions match, in order; the first that yields a full plan decides."""
+    """The rules whose conditions match, in order; the first one decides (then the fallback applies)."""
     return [rule for rule in rule_set.rules if matches(rule.when, facts)]
 
 
