@@ -27,6 +27,7 @@ from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import PLANNING_MESSAGES, Deadline, OrderSaga, OrderState, Snapshot
 from services.orchestrator.domain.rules import DEFAULT_RULES, RuleSet, RuleSetError, parse_rule_set
 from services.orchestrator.domain.sourcing import Availability, Supply
+from services.orchestrator.web import attach_web
 
 SERVICE = "orchestrator"
 INBOX = (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS)
@@ -93,6 +94,7 @@ def build(settings: Settings) -> faust.App:
     master = MasterData(settings)
     deadlines = Deadlines()
     attach_heartbeat(app, read_model, SERVICE)
+    attach_web(app, read_model)
 
     @app.task
     async def follow_network() -> None:

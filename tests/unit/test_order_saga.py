@@ -34,9 +34,9 @@ from schemas.wms import FulfilmentAccepted, FulfilOrder, Parcel, ParcelShipped
 from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import Decision, OrderSaga, OrderState
 from services.orchestrator.domain.rules import DEFAULT_RULES
+from services.orchestrator.domain.sourcing import Availability
 
 MAX_ATTEMPTS = DEFAULT_RULES.max_attempts
-from services.orchestrator.domain.sourcing import Availability
 
 CUSTOMER = ShipTo(lat=48.8566, lon=2.3522)
 COORDS = {"WH-A": (48.86, 2.35), "WH-B": (45.76, 4.84)}
