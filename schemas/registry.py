@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas import inventory, network, orders, wms
+from schemas import catalog, inventory, network, orders, wms
 from schemas.base import Message
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
@@ -49,6 +49,13 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     wms.FulfilmentCancelled,
     wms.ReadyForPickup,
     wms.HandedOver,
+    wms.ClaimTask,
+    wms.ReleaseTask,
+    wms.HandOver,
+    wms.RequestCount,
+    wms.NodeTick,
+    wms.TaskUpdated,
+    catalog.SkuConfigured,
     network.LocationConfigured,
     network.RuleSetPublished,
     network.DeadLettered,

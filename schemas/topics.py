@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas import inventory, network, orders, wms
+from schemas import catalog, inventory, network, orders, wms
 from schemas.base import Message
 
 KEEP_FOREVER = -1
@@ -124,16 +124,30 @@ INVENTORY_AVAILABILITY = TopicSpec(
 WMS_COMMANDS = TopicSpec(
     name="wms.{location}.commands.v1",
     key="order_id",
-    messages=(wms.FulfilOrder, wms.ConfirmTask, wms.SupplyArrived, wms.CancelFulfilment),
-    description="A location's inbox: fulfilment requests from the OMS and task confirmations from workers.",
+    messages=(
+        wms.FulfilOrder,
+        wms.ConfirmTask,
+        wms.SupplyArrived,
+        wms.CancelFulfilment,
+        wms.ClaimTask,
+        wms.ReleaseTask,
+        wms.HandOver,
+        wms.RequestCount,
+        wms.NodeTick,
+    ),
+    description=(
+        "A location's inbox: fulfilment requests from the OMS, deliveries, and workers' claims and confirmations."
+        " One partition: the node decides everything of its location in one order (bins, waves, claims)."
+    ),
     per_location=True,
-    producers=("orchestrator", "workers"),
+    partitions=1,
+    producers=("orchestrator", "workers", "scenario runner", "wms node of the location (timer)"),
     consumers=("wms node of the location",),
 )
 WMS_TASKS = TopicSpec(
     name="wms.{location}.tasks.v1",
     key="task_id",
-    messages=(wms.TaskCreated,),
+    messages=(wms.TaskCreated, wms.TaskUpdated),
     description="A location's task queue: the work its people (or the auto-workers) take and confirm.",
     per_location=True,
     producers=("wms node of the location",),
@@ -185,6 +199,16 @@ RULES = TopicSpec(
     producers=("baton rules apply", "scenarios"),
     consumers=("orchestrator",),
 )
+CATALOG = TopicSpec(
+    name="catalog.v1",
+    key="sku",
+    messages=(catalog.SkuConfigured,),
+    description="Product master data (unit weight and volume), compacted: the latest value per SKU is in force.",
+    cleanup_policy="compact",
+    partitions=1,
+    producers=("scenarios", "product information management"),
+    consumers=("wms nodes",),
+)
 DEAD_LETTERS = TopicSpec(
     name="deadletter.v1",
     key="topic/partition/offset",
@@ -206,6 +230,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WMS_TASKS,
     WMS_EVENTS,
     NETWORK,
+    CATALOG,
     ORDERS_TIMERS,
     RULES,
     DEAD_LETTERS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -32,6 +33,29 @@ class FulfilOrder(Command):
         return self.order_id
 
 
+class ShortPickLine(Frozen):
+    sku: Sku
+    missing: PositiveQuantity
+    reservation_id: EntityId
+
+
+class CountedLine(Frozen):
+    """What a worker counted: at receiving, units received per SKU (``damaged`` of them); in a cycle count,
+    units found in one bin."""
+
+    sku: Sku
+    qty: Quantity
+    damaged: Quantity = 0
+    bin: str = ""
+
+
+class Parcel(Frozen):
+    parcel_id: EntityId
+    box: str
+    weight_g: Quantity = 0
+    volume_cm3: Quantity = 0
+
+
 class ConfirmTask(Command):
     event_type = "wms.confirm_task.v1"
     summary = "A worker confirms a task, with the quantities really handled."
@@ -42,6 +66,8 @@ class ConfirmTask(Command):
     location: LocationId
     worker: str = "auto"
     picked: list[FulfilmentLine] = []
+    missing: list[ShortPickLine] = []
+    counted: list[CountedLine] = []
 
     def subject(self) -> str:
         return self.order_id
@@ -81,6 +107,7 @@ class TaskLine(Frozen):
     sku: Sku
     qty: PositiveQuantity
     bin: str = ""
+    reservation_id: EntityId | None = None
 
 
 class TaskCreated(Message):
@@ -93,6 +120,8 @@ class TaskCreated(Message):
     request_id: EntityId
     location: LocationId
     lines: list[TaskLine]
+    wave_id: str | None = None
+    parcels: list[Parcel] = []
 
     def subject(self) -> str:
         return self.task_id
@@ -137,11 +166,6 @@ class ItemsPicked(Message):
         return self.order_id
 
 
-class Parcel(Frozen):
-    parcel_id: EntityId
-    box: str
-    weight_g: Quantity = 0
-
 
 class ParcelShipped(Message):
     event_type = "wms.parcel_shipped.v1"
@@ -155,15 +179,11 @@ class ParcelShipped(Message):
     tracking: str
     dock_door: str
     lines: list[FulfilmentLine]
+    parcels: list[Parcel] = []
 
     def subject(self) -> str:
         return self.order_id
 
-
-class ShortPickLine(Frozen):
-    sku: Sku
-    missing: PositiveQuantity
-    reservation_id: EntityId
 
 
 class ShortPicked(Message):
@@ -234,3 +254,85 @@ class HandedOver(Message):
 
     def subject(self) -> str:
         return self.order_id
+
+
+TaskStatus = Literal["open", "claimed", "done", "cancelled"]
+
+
+class ClaimTask(Command):
+    event_type = "wms.claim_task.v1"
+    summary = "A worker takes a task: nobody else may claim or confirm it until the claim is released or lapses."
+
+    task_id: EntityId
+    order_id: EntityId
+    location: LocationId
+    worker: Annotated[str, Field(min_length=1, max_length=64)]
+    ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReleaseTask(Command):
+    event_type = "wms.release_task.v1"
+    summary = "A worker gives a claimed task back to the queue."
+
+    task_id: EntityId
+    order_id: EntityId
+    location: LocationId
+    worker: Annotated[str, Field(min_length=1, max_length=64)]
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class HandOver(Command):
+    event_type = "wms.hand_over.v1"
+    summary = "The customer came for a pickup or reserve order: hand over what the store prepared."
+
+    order_id: EntityId
+    location: LocationId
+    request_id: EntityId | None = None
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class RequestCount(Command):
+    event_type = "wms.request_count.v1"
+    summary = "Count the bins of some SKUs (or some bins) now: a cycle count task for the location's workers."
+
+    count_id: EntityId
+    location: LocationId
+    skus: list[Sku] = []
+    bins: list[str] = []
+
+    def subject(self) -> str:
+        return self.count_id
+
+
+class NodeTick(Command):
+    event_type = "wms.node_tick.v1"
+    summary = "The node's own timer: something is due (a wave's cut-off, a lapsed claim); decided in the node's log."
+
+    location: LocationId
+
+    def subject(self) -> str:
+        return self.location
+
+
+class TaskUpdated(Message):
+    event_type = "wms.task_updated.v1"
+    summary = "A task was claimed, released, lapsed, done or withdrawn, or a worker's command on it was refused."
+
+    task_id: EntityId
+    location: LocationId
+    kind: TaskKind
+    status: TaskStatus
+    worker: str | None = None
+    claimed_until: datetime | None = None
+    command_id: str | None = None
+    refused: str | None = None
+
+    def subject(self) -> str:
+        return self.task_id
