@@ -7,13 +7,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from baton.publish import Publisher
+from baton.runtime import replay
 from baton.runtime.admin import wait_caught_up
 from baton.runtime.readmodel import ReadModel
 from baton.runtime.settings import Settings
-from schemas.envelope import Envelope, InvalidMessage, decode
+from schemas.envelope import Envelope
 from schemas.inventory import CountStock
 from schemas.network import Location, LocationConfigured
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
@@ -81,29 +80,4 @@ async def quiescent(settings: Settings, locations: list[str]) -> bool:
 
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[Envelope | None, bytes]]:
-    """Every message of a topic from the beginning to its current end: (envelope or None, raw value)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer._client.cluster.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[tuple[Envelope | None, bytes]] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    out.append((_envelope(record.value), record.value))
-        return out
-    finally:
-        await consumer.stop()
-
-
-def _envelope(raw: bytes) -> Envelope | None:
-    try:
-        return decode(raw)[0]
-    except InvalidMessage:
-        return None
+    return await replay.read_topic(settings, topic)

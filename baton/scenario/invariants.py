@@ -8,11 +8,16 @@ from typing import Any
 from baton.scenario.model import Scenario
 from schemas.orders import TERMINAL_STATUSES
 
+# (location, sku) -> net change of on hand by movements other than shipments (received, adjusted, restocked)
+OtherMovements = dict[tuple[str, str], int]
 
-def check_invariants(scenario: Scenario, orders: dict[str, Any], stock: dict[str, Any]) -> list[str]:
+
+def check_invariants(
+    scenario: Scenario, orders: dict[str, Any], stock: dict[str, Any], movements: OtherMovements | None = None
+) -> list[str]:
     return [
         *_no_oversell(stock),
-        *_conservation(scenario, orders, stock),
+        *_conservation(scenario, orders, stock, movements or {}),
         *_lines_accounted(orders),
         *_reservations_ended(orders, stock),
     ]
@@ -29,10 +34,15 @@ def _no_oversell(stock: dict[str, Any]) -> list[str]:
     return out
 
 
-def _conservation(scenario: Scenario, orders: dict[str, Any], stock: dict[str, Any]) -> list[str]:
+def _conservation(
+    scenario: Scenario, orders: dict[str, Any], stock: dict[str, Any], movements: OtherMovements
+) -> list[str]:
+    """on hand = initial + received - shipped (as the orders' shipments say) + restocked +- adjustments."""
     expected: dict[tuple[str, str], int] = defaultdict(int)
     for row in scenario.stock:
         expected[(row.location, row.sku)] += row.qty
+    for key, delta in movements.items():
+        expected[key] += delta
     for order in orders.values():
         for shipment in order.get("shipments", []):
             for line in shipment["lines"]:
@@ -44,7 +54,8 @@ def _conservation(scenario: Scenario, orders: dict[str, Any], stock: dict[str, A
     for (location, sku), qty in sorted(expected.items()):
         actual = stock.get(location, {}).get(sku, {}).get("on_hand", 0)
         if actual != qty:
-            out.append(f"conservation: {sku}@{location} on hand {actual}, expected {qty} (stock - shipped)")
+            out.append(f"conservation: {sku}@{location} on hand {actual}, expected {qty} "
+                       "(initial + received - shipped +- adjustments)")
     return out
 
 

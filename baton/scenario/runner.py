@@ -19,6 +19,7 @@ from baton.publish import Publisher
 from baton.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
 from baton.runtime.kafka import full_topic_name
 from baton.runtime.readmodel import ReadModel
+from baton.runtime.replay import read_topic
 from baton.runtime.settings import Settings
 from baton.scenario.generate import generated_orders
 from baton.scenario.invariants import check_invariants
@@ -33,10 +34,18 @@ from baton.scenario.model import (
     supply_arrivals,
 )
 from baton.stack.local import LocalStack, ensured_stack
-from schemas.inventory import CountStock, RecordSupply
+from schemas.inventory import CountStock, RecordSupply, StockMoved
 from schemas.network import Location, LocationConfigured, RuleSetPublished
 from schemas.orders import OrderCancelRequested, OrderPlaced, PickupCollected, ReturnRequested
-from schemas.topics import DEAD_LETTERS, INVENTORY_COMMANDS, NETWORK, ORDERS_INBOUND, RULES, WMS_COMMANDS
+from schemas.topics import (
+    DEAD_LETTERS,
+    INVENTORY_COMMANDS,
+    INVENTORY_MOVEMENTS,
+    NETWORK,
+    ORDERS_INBOUND,
+    RULES,
+    WMS_COMMANDS,
+)
 from schemas.wms import SupplyArrived
 from services.orchestrator.domain.rules import parse_rule_set
 
@@ -213,7 +222,7 @@ class ScenarioRun:
         views = await self.read_model.read_orders(self.order_ids)
         orders = {oid: _order_result(view) for oid, view in views.items()}
         stock = await self._stock()
-        violations = check_invariants(self.scenario, orders, stock)
+        violations = check_invariants(self.scenario, orders, stock, await self._other_movements())
         return {
             "scenario": self.scenario.name,
             "namespace": self.settings.namespace,
@@ -224,6 +233,20 @@ class ScenarioRun:
             "dead_letters": await count_messages(self.settings, full_topic_name(self.settings, DEAD_LETTERS)),
             "invariants": {"ok": not violations, "violations": violations},
         }
+
+    async def _other_movements(self) -> dict[tuple[str, str], int]:
+        """Net on-hand changes the ledger recorded besides shipments and the initial load."""
+        initial = f"{self.settings.namespace}:initial:"
+        out: dict[tuple[str, str], int] = {}
+        for envelope, _ in await read_topic(self.settings, full_topic_name(self.settings, INVENTORY_MOVEMENTS)):
+            if envelope is None or envelope.type != StockMoved.event_type:
+                continue
+            moved = StockMoved.model_validate(envelope.data)
+            if moved.kind == "shipped" or moved.cause_id.startswith(initial):
+                continue
+            key = (moved.location, moved.sku)
+            out[key] = out.get(key, 0) + moved.delta
+        return out
 
     async def _stock(self) -> dict[str, dict[str, dict[str, int]]]:
         skus = sorted({s.sku for s in self.scenario.skus})

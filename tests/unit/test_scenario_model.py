@@ -406,7 +406,7 @@ def test_reserving_into_safety_stock_is_an_oversell() -> None:
 def test_stock_that_moved_without_a_shipment_breaks_conservation() -> None:
     stock = {"WH-PAR": {"TEE-M": position(7)}}
     violations = check_invariants(SCENARIO, {"O-1": shipped_order(2)}, stock)
-    assert violations == ["conservation: TEE-M@WH-PAR on hand 7, expected 8 (stock - shipped)"]
+    assert violations == ["conservation: TEE-M@WH-PAR on hand 7, expected 8 (initial + received - shipped +- adjustments)"]
 
 
 def test_a_shipment_from_a_location_without_that_stock_breaks_conservation() -> None:
@@ -433,3 +433,12 @@ def test_reservations_of_unsettled_orders_are_fine() -> None:
     stock = {"WH-PAR": {"TEE-M": position(8, reserved=1)}}
     orders = {"O-1": shipped_order(2), "O-2": {"status": "in_fulfilment", "lines": []}}
     assert check_invariants(SCENARIO, orders, stock) == []
+
+
+def test_recorded_adjustments_and_receipts_count_toward_conservation() -> None:
+    stock = {"WH-PAR": {"TEE-M": position(10 - 1 - 2 + 5)}}
+    orders = {"O-1": {"status": "shipped", "lines": [], "shipments": [
+        {"location": "WH-PAR", "lines": [{"sku": "TEE-M", "qty": 1}], "tracking": "T"}]}}
+    movements = {("WH-PAR", "TEE-M"): -2 + 5}  # a short pick's correction, then a receipt
+    assert check_invariants(SCENARIO, orders, stock, movements) == []
+    assert check_invariants(SCENARIO, orders, stock) != []
