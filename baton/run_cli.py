@@ -59,9 +59,10 @@ def run_wms(
     location: str = typer.Option(..., "--location", "-l", help="The location this node runs."),
     auto: bool = typer.Option(False, "--auto", help="Simulated workers confirm every task."),
     namespace: str | None = NamespaceOpt,
+    web_port: int | None = typer.Option(None, help="Serve the task queue over HTTP on this port (GET /wms/tasks)."),
 ) -> None:
     """A WMS node for one warehouse or store."""
     from services.wms_node.app import build
 
     settings = _settings(namespace)
-    _start(build(settings, location, auto), f"wms-{location}", settings, location)
+    _start(build(settings, location, auto, web_port), f"wms-{location}", settings, location)

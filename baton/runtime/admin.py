@@ -41,8 +41,10 @@ class PlannedTopic:
 STATE_TABLES: dict[str, tuple[str, ...]] = {
     "orchestrator": ("orders",),
     "inventory": ("ledgers",),
-    "wms-{location}": ("orders",),
+    "wms-{location}": ("state",),
 }
+# Tables co-partitioned with a one-partition source topic (a WMS node's inbox) have one partition too.
+STATE_TABLE_PARTITIONS: dict[str, int] = {"wms-{location}": 1}
 CHANGELOG_SPEC = TopicSpec(
     name="<service>-<table>-changelog",
     key="table key",
@@ -61,7 +63,7 @@ def changelog_topics(settings: Settings, locations: Iterable[str] = ()) -> list[
                 out.append(
                     PlannedTopic(
                         name=f"{settings.group(name)}-{table}-changelog",
-                        partitions=settings.partitions,
+                        partitions=STATE_TABLE_PARTITIONS.get(service, settings.partitions),
                         config={"cleanup.policy": "compact"},
                         spec=CHANGELOG_SPEC,
                     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,10 @@ from schemas.wms import ConfirmTask, FulfilmentLine, FulfilOrder
 from services.inventory.domain.ledger import SkuLedger
 from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import OrderSaga
-from services.wms_node.domain.fulfilment import FulfilmentDesk, LocationOrder
+from services.wms_node.domain.model import WaveRules
+from services.wms_node.domain.node import Node, primary_key
+from services.wms_node.domain.work import Context, NodeConfig
+from services.wms_node.store import UndoStore
 
 
 def reserved(n: int) -> Emit:
@@ -43,20 +47,20 @@ def emits_of_every_core() -> list[Emit]:
         delivery=ShipTo(lat=48.0, lon=2.0),
     )
     out += OrderSaga(view, {"X": {"WH-A": 3}}).handle(None, placed, "m3").emits
-    desk, state = FulfilmentDesk(), LocationOrder(order_id="O", location="WH-A")
+    node, store = Node("WH-A", NodeConfig(waves=WaveRules(max_orders=1))), UndoStore({})
+    ctx = Context(now=datetime(2026, 12, 1, tzinfo=UTC), ledger={"X": 5})
     request = FulfilOrder(
         request_id="O/a1/WH-A",
         order_id="O",
         location="WH-A",
         lines=[FulfilmentLine(sku="X", qty=1, reservation_id="O/a1/0")],
     )
-    out += desk.handle(state, request, "m4")
-    for kind in ("pick", "pack", "ship"):
-        out += desk.handle(
-            state,
-            ConfirmTask(task_id=f"O/a1/WH-A/{kind}", order_id="O", request_id="O/a1/WH-A", location="WH-A"),
-            f"m-{kind}",
-        )
+    confirms = [ConfirmTask(task_id=f"O/a1/WH-A/{kind}", order_id="O", request_id="O/a1/WH-A", location="WH-A")
+                for kind in ("pick", "pack", "ship")]
+    for n, message in enumerate([request, *confirms]):
+        unit = store.unit(f"m-{n}", primary_key(message))
+        out += node.handle(unit, message, f"m-{n}", ctx)
+        store.commit(unit, f"m-{n}", primary_key(message))
     return out
 
 

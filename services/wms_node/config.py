@@ -1,0 +1,36 @@
+"""How a node is set up, from the environment: ``BATON_WMS_CONFIG`` (layout, waves, claim time-out) and, for
+``--auto``, the simulated workers' behaviour from ``BATON_WORKERS``.
+
+``BATON_WMS_CONFIG`` is JSON: one object for every node, or a list of objects each with a ``location``, e.g.
+``[{"location": "WH-1", "layout": {"aisles": 20, "fast_aisles": 3}, "waves": {"max_orders": 50,
+"max_wait_s": 5}, "claim_ttl_s": 600}]``. Anything left out keeps the default for the location's kind.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.wms_node.domain.layout import LayoutSpec
+from services.wms_node.domain.model import WaveRules
+from services.wms_node.domain.work import NodeConfig
+
+
+class ConfigRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    location: str | None = None
+    layout: LayoutSpec | None = None
+    waves: WaveRules | None = None
+    claim_ttl_s: float = Field(default=300.0, gt=0)
+
+
+def node_config(location: str, raw: str | None, reject_all: bool = False) -> NodeConfig:
+    row = ConfigRow()
+    if raw:
+        document = json.loads(raw)
+        rows = [ConfigRow.model_validate(r) for r in (document if isinstance(document, list) else [document])]
+        row = next((r for r in rows if r.location == location), None) or next(
+            (r for r in rows if r.location is None), ConfigRow())
+    return NodeConfig(layout=row.layout, waves=row.waves, claim_ttl_s=row.claim_ttl_s, reject_all=reject_all)

@@ -1,0 +1,222 @@
+"""The node's state, one entity per table key, and the unit of work a handler reads and changes them through.
+
+Entities:
+  ``site``            the location: layout, wave rules, accepted-per-day, the wave buffer, live claims
+  ``bins``            which SKU owns which bin (one SKU per bin)
+  ``sku:{sku}``       a SKU's stock per bin, units allocated to open picks, its home bin, its demand
+  ``order:{id}``      the fulfilment requests of one order at this location
+  ``task:{id}``       one task: its lines, who holds it, whether it is done
+  ``supply:{id}``     one delivery being received
+
+A message's *primary* entity (the order of a request, the task of a claim or confirmation, the delivery of a
+SupplyArrived, the site for timer ticks and counts) records the message id with the messages it emitted, so a
+re-delivered message replays them instead of acting twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from baton.runtime.outbox import AppliedLog
+from schemas.wms import DeliveryMode, ExpectedLine, FulfilmentLine, Parcel, TaskKind, TaskLine, TaskStatus
+from services.wms_node.domain.layout import LayoutSpec
+
+RequestStage = Literal[
+    "waiting", "picking", "packing", "shipping", "preparing", "ready",
+    "shipped", "handed_over", "short", "cancelled", "rejected",
+]
+FINISHED_STAGES = frozenset({"shipped", "handed_over", "short", "cancelled", "rejected"})
+TaskPurpose = Literal["order", "supply", "count", "restock"]
+
+
+class WaveRules(BaseModel):
+    """Accepted requests wait in a wave; it is released when it holds ``max_orders`` or its oldest request
+    has waited ``max_wait_s`` (the cut-off)."""
+
+    max_orders: int = 20
+    max_wait_s: float = 1.0
+
+
+class Pending(BaseModel):
+    order_id: str
+    request_id: str
+    at: datetime
+    units: int
+
+
+class Site(BaseModel):
+    location: str
+    kind: str = "warehouse"
+    layout: LayoutSpec = LayoutSpec()
+    waves: WaveRules = WaveRules()
+    accepted: dict[str, int] = {}
+    pending: list[Pending] = []
+    wave_seq: int = 0
+    claims: dict[str, datetime] = {}
+    applied: AppliedLog = AppliedLog(keep_ids=200, keep_emits=8)
+
+    @property
+    def key(self) -> str:
+        return "site"
+
+
+class BinMap(BaseModel):
+    owner: dict[str, str] = {}
+    shelves: dict[str, str] = {}
+
+    @property
+    def key(self) -> str:
+        return "bins"
+
+
+class SkuStock(BaseModel):
+    sku: str
+    home: str | None = None
+    bins: dict[str, int] = {}
+    allocated: dict[str, int] = {}
+    incoming: dict[str, int] = {}
+    damaged: dict[str, int] = {}
+    picks: int = 0
+    units_picked: int = 0
+
+    @property
+    def key(self) -> str:
+        return sku_key(self.sku)
+
+    @property
+    def on_hand(self) -> int:
+        return sum(self.bins.values())
+
+    def free_in(self, bin_id: str) -> int:
+        return self.bins.get(bin_id, 0) - self.allocated.get(bin_id, 0)
+
+
+class Request(BaseModel):
+    request_id: str
+    lines: list[FulfilmentLine]
+    mode: DeliveryMode = "ship"
+    stage: RequestStage = "waiting"
+    open_task: str = ""
+    accepted_at: datetime | None = None
+    wave_id: str | None = None
+    picked: list[FulfilmentLine] = []
+    parcels: list[Parcel] = []
+    staged_bin: str | None = None
+    hand_over_asked: bool = False
+    reason: str | None = None
+
+
+class OrderWork(BaseModel):
+    order_id: str
+    requests: dict[str, Request] = {}
+    applied: AppliedLog = AppliedLog(keep_ids=100, keep_emits=16)
+
+    @property
+    def key(self) -> str:
+        return order_key(self.order_id)
+
+
+class Task(BaseModel):
+    task_id: str
+    kind: TaskKind
+    purpose: TaskPurpose = "order"
+    subject: str
+    request_id: str
+    lines: list[TaskLine]
+    status: TaskStatus = "open"
+    worker: str | None = None
+    claim_id: str | None = None
+    claimed_until: datetime | None = None
+    wave_id: str | None = None
+    parcels: list[Parcel] = []
+    created_at: datetime | None = None
+    done_at: datetime | None = None
+    done_by: str | None = None
+    applied: AppliedLog = AppliedLog(keep_ids=20, keep_emits=4)
+
+    @property
+    def key(self) -> str:
+        return task_key(self.task_id)
+
+
+class Received(BaseModel):
+    received: int
+    damaged: int = 0
+
+
+class Supply(BaseModel):
+    supply_id: str
+    expected: list[ExpectedLine]
+    stage: Literal["receiving", "putting_away", "received"] = "receiving"
+    received: dict[str, Received] = {}
+    applied: AppliedLog = AppliedLog(keep_ids=20, keep_emits=4)
+
+    @property
+    def key(self) -> str:
+        return supply_key(self.supply_id)
+
+
+def sku_key(sku: str) -> str:
+    return f"sku:{sku}"
+
+
+def order_key(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+def task_key(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
+def supply_key(supply_id: str) -> str:
+    return f"supply:{supply_id}"
+
+
+Entity = Site | BinMap | SkuStock | OrderWork | Task | Supply
+E = TypeVar("E", bound=BaseModel)
+KINDS: dict[str, type[BaseModel]] = {
+    "site": Site, "bins": BinMap, "sku": SkuStock, "order": OrderWork, "task": Task, "supply": Supply,
+}
+
+
+def entity_type(key: str) -> type[BaseModel]:
+    return KINDS[key.split(":", 1)[0]]
+
+
+class Unit:
+    """The entities one message reads and changes. Loads lazily through ``loader`` (raw JSON by key, or None);
+    ``changes()`` lists what differs from what was loaded, so only changed entities are written."""
+
+    def __init__(self, loader: Callable[[str], str | bytes | None]) -> None:
+        self._loader = loader
+        self._loaded: dict[str, str | None] = {}
+        self._entities: dict[str, Any] = {}
+
+    def get(self, key: str, kind: type[E]) -> E | None:
+        if key not in self._entities:
+            raw = self._loader(key)
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            self._loaded[key] = text
+            self._entities[key] = kind.model_validate_json(text) if text else None
+        return self._entities[key]  # type: ignore[no-any-return]
+
+    def add(self, key: str, entity: BaseModel) -> None:
+        """Create (or replace) the entity under ``key``."""
+        self.get(key, type(entity))
+        self._entities[key] = entity
+
+    def loaded_keys(self) -> list[str]:
+        return list(self._entities)
+
+    def changes(self) -> list[tuple[str, str | None]]:
+        """(key, new JSON or None when removed) for every entity that changed, in first-touched order."""
+        out = []
+        for key, entity in self._entities.items():
+            new = entity.model_dump_json() if entity is not None else None
+            if new != self._loaded.get(key):
+                out.append((key, new))
+        return out

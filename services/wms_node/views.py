@@ -1,0 +1,112 @@
+"""The node's read model in Redis, for the CLI and anyone looking: its task queue, stock per bin, the replies to
+workers' commands. Written by the node after each message; never read back by the node to decide anything.
+
+Keys (``{ns}`` the namespace, ``{loc}`` the location):
+  {ns}:wms:{loc}:tasks       hash task id -> task (open and claimed ones)
+  {ns}:wms:{loc}:done        sorted set of the latest finished tasks (by time done, 200 kept)
+  {ns}:wms:{loc}:skus        hash SKU -> home bin, units per bin, allocated, damaged, picks
+  {ns}:wms:{loc}:site        the site: layout, wave rules, waiting requests, live claims
+  {ns}:wms:{loc}:reply:{id}  what became of a worker's command (claim, release, confirm), kept 10 minutes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+REPLY_TTL_S = 600
+DONE_KEPT = 200
+
+
+class NodeViews:
+    def __init__(self, redis_url: str, namespace: str, location: str) -> None:
+        self.redis = aioredis.from_url(redis_url)
+        self.prefix = f"{namespace}:wms:{location}:"
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def write(self, changes: Iterable[tuple[str, str | None]], replies: dict[str, dict[str, Any]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for key, value in changes:
+            n += _stage(pipe, self.prefix, key, value)
+        for command_id, reply in replies.items():
+            pipe.set(self._key(f"reply:{command_id}"), orjson.dumps(reply), ex=REPLY_TTL_S)
+            n += 1
+        if n:
+            await pipe.execute()
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        raw = await self.redis.hgetall(self._key("tasks"))
+        return sorted((orjson.loads(v) for v in raw.values()), key=_task_order)
+
+    async def task(self, task_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self._key("tasks"), task_id)
+        return orjson.loads(raw) if raw else None
+
+    async def done(self, limit: int = 20) -> list[dict[str, Any]]:
+        members = await self.redis.zrevrange(self._key("done"), 0, limit - 1)
+        return [orjson.loads(v) for v in members if isinstance(v, bytes | str)]
+
+    async def skus(self) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(self._key("skus"))
+        return {_text(k): orjson.loads(v) for k, v in raw.items()}
+
+    async def site(self) -> dict[str, Any] | None:
+        raw = await self.redis.get(self._key("site"))
+        return orjson.loads(raw) if raw else None
+
+    async def reply(self, command_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self._key(f"reply:{command_id}"))
+        return orjson.loads(raw) if raw else None
+
+
+def _stage(pipe: Any, prefix: str, key: str, value: str | None) -> int:
+    kind, _, name = key.partition(":")
+    doc = orjson.loads(value) if value else None
+    if doc is not None:
+        doc.pop("applied", None)
+    if kind == "task":
+        if doc is None or doc["status"] in ("done", "cancelled"):
+            pipe.hdel(prefix + "tasks", name)
+            if doc is not None:  # the same finished task is the same member: re-writing it adds nothing
+                pipe.zadd(prefix + "done", {orjson.dumps(doc): _epoch(doc.get("done_at"))})
+                pipe.zremrangebyrank(prefix + "done", 0, -DONE_KEPT - 1)
+        else:
+            pipe.hset(prefix + "tasks", name, orjson.dumps(doc))
+        return 1
+    if kind == "sku" and doc is not None:
+        pipe.hset(prefix + "skus", name, orjson.dumps(doc))
+        return 1
+    if kind == "site" and doc is not None:
+        pipe.set(prefix + "site", orjson.dumps(doc))
+        return 1
+    return 0
+
+
+def _epoch(stamp: str | None) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp).timestamp() if stamp else 0.0
+
+
+def _task_order(task: dict[str, Any]) -> tuple[str, str]:
+    return (task.get("created_at") or "", task["task_id"])
+
+
+def reply_of(update: dict[str, Any] | None, command_id: str) -> dict[str, Any]:
+    """A worker command's reply: the task update it caused, or why nothing happened."""
+    if update is None:
+        return {"command_id": command_id, "refused": "unknown task (or not this location's)"}
+    return update
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
