@@ -13,6 +13,7 @@ from baton.scenario.cli import scenario_app
 from baton.stack.cli import stack_app
 from baton.stock_cli import stock_app
 from baton.topics_cli import topics_app
+from baton.wms_cli import wms_app
 
 app = typer.Typer(
     name="baton",
@@ -27,6 +28,7 @@ app.add_typer(scenario_app, name="scenario")
 app.add_typer(orders_app, name="orders")
 app.add_typer(stock_app, name="stock")
 app.command("demo")(demo_command)
+app.add_typer(wms_app, name="wms")
 app.add_typer(network_app, name="network")
 app.add_typer(rules_app, name="rules")
 orders_app.command("explain")(explain_command)
