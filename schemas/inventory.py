@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
-from schemas.base import Command, EntityId, LocationId, Message, PositiveQuantity, Quantity, Sku
+from schemas.base import Command, EntityId, Frozen, LocationId, Message, PositiveQuantity, Quantity, Sku
 
 
 class ReserveStock(Command):
@@ -63,6 +63,11 @@ class ReceiveStock(Command):
     qty: Quantity
     supply_id: EntityId | None = None
     damaged: Quantity = 0
+    closes_supply: bool | None = Field(
+        default=None,
+        description="Whether this receipt ends the supply (nothing more will come). Unset: an ASN ends with its "
+        "first receipt; a purchase order or transfer when every announced unit has arrived.",
+    )
 
     def subject(self) -> str:
         return self.sku
@@ -247,6 +252,15 @@ class StockMoved(Message):
         return self.sku
 
 
+class IncomingSupply(Frozen):
+    """One open supply of a position: what is still expected, and how much of it no backorder has claimed."""
+
+    supply_id: EntityId
+    eta: datetime
+    outstanding: Quantity
+    unreserved: Quantity
+
+
 class AvailabilityChanged(Message):
     event_type = "inventory.availability_changed.v1"
     summary = "The availability of a SKU at a location (compacted: the latest value per key)."
@@ -261,6 +275,13 @@ class AvailabilityChanged(Message):
     incoming_unreserved: Quantity = 0
     next_eta: datetime | None = None
     version: int = 0
+    backordered: Quantity = Field(default=0, description="Units of backorders still waiting for their goods.")
+    backordered_unsupplied: Quantity = Field(
+        default=0, description="Of those, units no open supply covers yet (they wait for the next one)."
+    )
+    supplies: list[IncomingSupply] = Field(
+        default=[], description="The open supplies, earliest ETA first (for ATP by date)."
+    )
 
     def subject(self) -> str:
         return f"{self.sku}@{self.location}"
