@@ -1,8 +1,9 @@
-"""The stock ledger of one SKU: examples per command, and a stateful model of all four commands."""
+"""The stock ledger of one SKU: examples per command, and a stateful model of every command."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,20 +14,27 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from baton.runtime.outbox import Emit
 from schemas.base import Message
 from schemas.inventory import (
+    AdjustStock,
     AvailabilityChanged,
+    BackorderFilled,
     ConsumeReservation,
     CountStock,
+    ExpireReservation,
+    ReceiveStock,
+    RecordSupply,
     ReleaseReservation,
     ReservationConsumed,
+    ReservationExpired,
     ReservationRefused,
     ReservationReleased,
     ReserveStock,
     StockMoved,
     StockReserved,
+    SupplyRecorded,
 )
 from schemas.orders import OrderPlaced
 from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
-from services.inventory.domain.ledger import SkuLedger
+from services.inventory.domain.ledger import Position, SkuLedger, rebuild
 
 SKU = "TEE-M"
 
@@ -229,10 +237,11 @@ def test_consume_of_unknown_reservation_is_a_no_op() -> None:
 def test_consume_after_count_below_reserved_does_not_crash() -> None:
     ledger = stocked(5)
     ledger.apply(reserve("R1", "WH-A", 5), "cmd-1")
-    ledger.apply(count("WH-A", 0, count_id="c2"), "cmd-2")  # a stock feed reports the shelf empty
-    ledger.apply(consume("R1", 5), "cmd-3")  # the units that were picked leave the dock
-    assert ledger.reservations["R1"].status == "consumed"
-    assert ledger.positions["WH-A"].on_hand >= 0
+    lost = ledger.apply(count("WH-A", 0, count_id="c2"), "cmd-2")  # a stock feed reports the shelf empty
+    assert types(lost) == [StockMoved, ReservationReleased, AvailabilityChanged]
+    assert ledger.reservations["R1"].status == "released"  # the count left nothing to hold: stock lost
+    assert ledger.apply(consume("R1", 5), "cmd-3") == []  # nothing left on hand to ship
+    assert ledger.positions["WH-A"].on_hand == 0
     assert ledger.positions["WH-A"].reserved == 0
 
 
@@ -341,13 +350,9 @@ def test_new_ledgers_do_not_share_mutable_defaults() -> None:
 
 LOCATIONS = ("WH-A", "ST-B")
 KEEP_EMITS = SkuLedger(sku=SKU).applied.keep_emits
-
-
-@dataclass
-class ModelReservation:
-    location: str
-    qty: int
-    status: str  # held | refused | released | consumed
+ETAS = tuple(datetime(2026, 12, d, tzinfo=UTC) for d in (1, 5, 9))
+EXPIRY = datetime(2026, 11, 30, tzinfo=UTC)
+END_EVENTS = {ReservationConsumed: "consumed", ReservationReleased: "released", ReservationExpired: "expired"}
 
 
 @dataclass
@@ -357,115 +362,230 @@ class Applied:
     emits: list[dict[str, Any]]
 
 
+@dataclass
+class SeenReservation:
+    """A reservation as its events tell it (the orchestrator's view)."""
+
+    location: str
+    qty: int
+    decision: str = ""  # on_hand | supply | refused
+    promised: str | None = None
+    filled: int = 0
+    ends: set[str] = field(default_factory=set)
+    end_status: str | None = None
+
+
 class LedgerMachine(RuleBasedStateMachine):
-    """SkuLedger over two locations against a simple model of what it must hold."""
+    """SkuLedger over two locations: random reserves (some backordered, some timed), releases, expiries,
+    consumes, supplies and their revisions, receipts (short, damaged, against unknown supplies), adjustments,
+    counts, and duplicate deliveries (same command id; same movement under a new command id).
+
+    Checked after every step: on hand never below zero and equal to what the commands imply and to the sum of
+    the movements published; reserved is the sum of the on-hand holds and never exceeds on hand minus safety
+    stock; every reservation is decided once, filled at most once and ends at most once, and the ledger's
+    state is what its events say; no waiting backorder fits in what is available; no supply is promised beyond
+    what it still brings; the last availability event of each position is the position; and a ledger rebuilt
+    from the commands equals the live one.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.ledger = SkuLedger(sku=SKU)
         self.n = 0
-        self.baseline = dict.fromkeys(LOCATIONS, 0)  # last counted quantity
-        self.consumed = dict.fromkeys(LOCATIONS, 0)  # units shipped since that count
+        self.on_hand = dict.fromkeys(LOCATIONS, 0)
         self.safety = dict.fromkeys(LOCATIONS, 0)
-        self.reservations: dict[str, ModelReservation] = {}
-        self.shipped_late: set[str] = set()
-        self.ended: dict[str, tuple[str, str | None]] = {}  # rid -> (status, ended_by) when it ended
+        self.seen: dict[str, SeenReservation] = {}
+        self.event_ids: set[str] = set()
+        self.movements: dict[str, int] = dict.fromkeys(LOCATIONS, 0)
+        self.last_availability: dict[str, AvailabilityChanged] = {}
         self.history: list[Applied] = []
+        self.supplies: list[str] = []
+        self.receipts: list[ReceiveStock] = []
 
-    def _apply(self, command: Message) -> list[Emit]:
-        self.n += 1
-        command_id = f"cmd-{self.n}"
+    # ------------------------------------------------------------ plumbing
+
+    def _apply(self, command: Message, command_id: str | None = None) -> list[Emit]:
+        if command_id is None:
+            self.n += 1
+            command_id = f"cmd-{self.n}"
         emits = self.ledger.apply(command, command_id)
         self.history.append(Applied(command, command_id, [e.stored() for e in emits]))
         for e in emits:
-            if isinstance(e.message, AvailabilityChanged):
-                assert e.message.version == self.ledger.version
+            self._observe(e)
         return emits
 
-    def _reserved_model(self, location: str) -> int:
-        return sum(r.qty for r in self.reservations.values() if r.location == location and r.status == "held")
+    def _observe(self, e: Emit) -> None:
+        """Read an emitted event as a consumer would: once per event id."""
+        if e.event_id in self.event_ids:
+            return
+        self.event_ids.add(e.event_id)
+        m = e.message
+        if isinstance(m, AvailabilityChanged):
+            assert m.version == self.ledger.version + 1 or m.version == self.ledger.version
+            self.last_availability[m.location] = m
+        elif isinstance(m, StockMoved):
+            self.movements[m.location] += m.delta
+            assert m.on_hand_after == self.movements[m.location]
+        elif isinstance(m, StockReserved):
+            seen = self.seen[m.reservation_id]
+            assert not seen.ends and not seen.filled and seen.decision != "refused"
+            if not seen.decision:
+                seen.decision = "supply" if m.against_supply else "on_hand"
+            else:
+                assert seen.decision == "supply" and m.against_supply  # a promise moved
+            seen.promised = m.against_supply
+        elif isinstance(m, ReservationRefused):
+            seen = self.seen[m.reservation_id]
+            assert not seen.decision
+            seen.decision = "refused"
+        elif isinstance(m, BackorderFilled):
+            seen = self.seen[m.reservation_id]
+            assert seen.decision == "supply" and not seen.ends
+            seen.filled += 1
+        elif type(m) in END_EVENTS:
+            seen = self.seen[m.reservation_id]  # type: ignore[attr-defined]
+            assert seen.decision in ("on_hand", "supply")
+            seen.ends.add(e.event_id)
+            seen.end_status = END_EVENTS[type(m)]
 
-    def _on_hand_model(self, location: str) -> int:
-        return self.baseline[location] - self.consumed[location]
+    def _pos(self, location: str) -> Position:
+        return self.ledger.positions.get(location) or Position()
 
-    def _known_rid(self, data: st.DataObject) -> str:
-        known = sorted(self.reservations)
+    def _rid(self, data: st.DataObject) -> str:
+        known = sorted(self.seen)
         return data.draw(st.sampled_from([*known, "R-unknown"]) if known else st.just("R-unknown"))
+
+    def _held_on_hand(self, location: str) -> int:
+        return sum(
+            s.qty for s in self.seen.values()
+            if s.location == location and not s.ends and (s.decision == "on_hand" or s.filled)
+        )
+
+    # ------------------------------------------------------------ stock
 
     @rule(location=st.sampled_from(LOCATIONS), qty=st.integers(0, 12), safety=st.none() | st.integers(0, 3))
     def count(self, location: str, qty: int, safety: int | None) -> None:
-        delta = qty - self.ledger.position(location).on_hand
-        emits = self._apply(
-            CountStock(count_id=f"count-{self.n}", sku=SKU, location=location, qty=qty, safety_stock=safety)
-        )
-        expected = [StockMoved, AvailabilityChanged] if delta else [AvailabilityChanged]
-        assert types(emits) == expected
-        self.baseline[location], self.consumed[location] = qty, 0
+        self._apply(CountStock(count_id=f"count-{self.n}", sku=SKU, location=location, qty=qty, safety_stock=safety))
+        self.on_hand[location] = qty
         if safety is not None:
             self.safety[location] = safety
 
-    @rule(location=st.sampled_from(LOCATIONS), qty=st.integers(1, 6))
-    def reserve(self, location: str, qty: int) -> None:
-        rid = f"R{len(self.reservations) + 1}"
-        free = max(0, self._on_hand_model(location) - self.safety[location] - self._reserved_model(location))
-        emits = self._apply(reserve(rid, location, qty, order=f"O-{rid}"))
-        if qty <= free:
-            assert types(emits) == [StockReserved, AvailabilityChanged]
-            self.reservations[rid] = ModelReservation(location, qty, "held")
-            pos = self.ledger.positions[location]
-            assert pos.reserved <= pos.on_hand - pos.safety_stock  # no oversell for what it accepted
+    @rule(
+        location=st.sampled_from(LOCATIONS),
+        delta=st.integers(-6, 6),
+        reason=st.sampled_from(["short_pick", "damaged", "cycle_count", "return_restocked", "correction"]),
+    )
+    def adjust(self, location: str, delta: int, reason: str) -> None:
+        emits = self._apply(AdjustStock(adjustment_id=f"adj-{self.n}", sku=SKU, location=location, delta=delta,
+                                        reason=reason))  # type: ignore[arg-type]
+        moved = [e.message for e in emits if isinstance(e.message, StockMoved)]
+        expected_kind = "restocked" if reason == "return_restocked" else "adjusted"
+        assert all(m.kind == expected_kind for m in moved)
+        self.on_hand[location] = max(0, self.on_hand[location] + delta)
+
+    @rule(location=st.sampled_from(LOCATIONS), qty=st.integers(1, 8), eta=st.sampled_from(ETAS),
+          kind=st.sampled_from(["asn", "purchase_order", "transfer"]), data=st.data())
+    def record_supply(self, location: str, qty: int, eta: datetime, kind: str, data: st.DataObject) -> None:
+        revise = self.supplies and data.draw(st.booleans())
+        supply_id = data.draw(st.sampled_from(self.supplies)) if revise else f"S{len(self.supplies) + 1}"
+        if not revise:
+            self.supplies.append(supply_id)
+        known = self.ledger.supplies.get(supply_id)
+        location = known.location if known else location
+        emits = self._apply(RecordSupply(supply_id=supply_id, sku=SKU, location=location, qty=qty, eta=eta,
+                                         kind=kind))  # type: ignore[arg-type]
+        if known is not None and known.closed:
+            assert emits == []
         else:
+            assert isinstance(emits[0].message, SupplyRecorded)
+
+    @rule(data=st.data(), location=st.sampled_from(LOCATIONS), qty=st.integers(0, 8), damaged=st.integers(0, 2),
+          closes=st.none() | st.booleans())
+    def receive(self, data: st.DataObject, location: str, qty: int, damaged: int, closes: bool | None) -> None:
+        supply_id = data.draw(st.sampled_from([None, "S-unannounced", *self.supplies]))
+        known = self.ledger.supplies.get(supply_id) if supply_id else None
+        if known is not None and data.draw(st.booleans()):
+            location = known.location
+        before = {r.reservation_id for r in self.ledger.reservations.values() if r.waiting}
+        receipt = ReceiveStock(receipt_id=f"rcpt-{self.n}", sku=SKU, location=location, qty=qty,
+                               supply_id=supply_id, damaged=damaged, closes_supply=closes)
+        emits = self._apply(receipt)
+        self.receipts.append(receipt)
+        self.on_hand[location] += qty
+        filled = {e.message.reservation_id for e in emits if isinstance(e.message, BackorderFilled)}
+        assert filled <= before
+        if supply_id == "S-unannounced":
+            self.supplies.append(supply_id) if supply_id not in self.supplies else None
+
+    # ------------------------------------------------------------ reservations
+
+    @rule(location=st.sampled_from(LOCATIONS), qty=st.integers(1, 6), backorder=st.booleans(), timed=st.booleans())
+    def reserve(self, location: str, qty: int, backorder: bool, timed: bool) -> None:
+        rid = f"R{len(self.seen) + 1}"
+        self.seen[rid] = SeenReservation(location, qty)
+        before = self.ledger.availability(location)
+        free = max(0, self.on_hand[location] - self.safety[location] - self._held_on_hand(location))
+        emits = self._apply(ReserveStock(reservation_id=rid, order_id=f"O-{rid}", sku=SKU, location=location,
+                                         qty=qty, backorder=backorder, expires_at=EXPIRY if timed else None))
+        decision = emits[0].message
+        assert before.available == free
+        covering = [s for s in before.supplies if s.unreserved >= qty]
+        if qty <= free:
+            assert isinstance(decision, StockReserved) and decision.against_supply is None
+        elif backorder and covering:
+            assert isinstance(decision, StockReserved)
+            assert (decision.against_supply, decision.eta) == (covering[0].supply_id, covering[0].eta)
+        else:
+            assert isinstance(decision, ReservationRefused) and decision.available == free
             assert types(emits) == [ReservationRefused]
-            assert isinstance(emits[0].message, ReservationRefused) and emits[0].message.available == free
-            self.reservations[rid] = ModelReservation(location, qty, "refused")
 
     @rule(data=st.data())
     def reserve_same_reservation_again(self, data: st.DataObject) -> None:
-        if not self.reservations:
+        if not self.seen:
             return
-        rid = data.draw(st.sampled_from(sorted(self.reservations)))
-        res = self.reservations[rid]
-        emits = self._apply(reserve(rid, res.location, res.qty, order=f"O-{rid}"))
-        assert len(emits) == 1
-        expected = StockReserved if res.status != "refused" else ReservationRefused
-        assert isinstance(emits[0].message, expected)
+        rid = data.draw(st.sampled_from(sorted(self.seen)))
+        seen = self.seen[rid]
+        before = self.ledger.model_dump(exclude={"applied", "version"})
+        emits = self._apply(ReserveStock(reservation_id=rid, order_id=f"O-{rid}", sku=SKU, location=seen.location,
+                                         qty=seen.qty, backorder=True))
+        assert len(emits) == 1  # the first decision again, same event id
+        assert emits[0].event_id in self.event_ids
+        assert self.ledger.model_dump(exclude={"applied", "version"}) == before
 
-    @rule(data=st.data())
-    def release(self, data: st.DataObject) -> None:
-        rid = self._known_rid(data)
-        emits = self._apply(release(rid, order=f"O-{rid}"))
-        res = self.reservations.get(rid)
-        if res is not None and res.status == "held":
-            assert types(emits) == [ReservationReleased, AvailabilityChanged]
-            assert emits[0].message.qty == res.qty  # type: ignore[attr-defined]
-            res.status = "released"
-            self.ended[rid] = ("released", "cancelled")
-        else:
+    @rule(data=st.data(), how=st.sampled_from(["release", "expire"]))
+    def end(self, data: st.DataObject, how: str) -> None:
+        rid = self._rid(data)
+        status = self.ledger.reservations[rid].status if rid in self.ledger.reservations else None
+        command: Message = (
+            ReleaseReservation(reservation_id=rid, order_id=f"O-{rid}", sku=SKU, reason="cancelled")
+            if how == "release"
+            else ExpireReservation(reservation_id=rid, order_id=f"O-{rid}", sku=SKU)
+        )
+        emits = self._apply(command)
+        if status != "held":
             assert emits == []
+        else:
+            assert type(emits[0].message) is (ReservationReleased if how == "release" else ReservationExpired)
+            assert self.ledger.reservations[rid].status == ("released" if how == "release" else "expired")
 
     @rule(data=st.data())
     def consume(self, data: st.DataObject) -> None:
-        rid = self._known_rid(data)
-        res = self.reservations.get(rid)
+        rid = self._rid(data)
+        res = self.ledger.reservations.get(rid)
         qty = data.draw(st.integers(1, (res.qty if res else 1) + 1))
-        if res is not None and res.status == "held" and self._on_hand_model(res.location) < min(qty, res.qty):
-            return  # shipping more than was counted: covered by the xfail example above
-        late = res is not None and res.status == "released" and rid not in self.shipped_late
-        emits = self._apply(consume(rid, qty, order=f"O-{rid}", shipment=f"P-{rid}"))
-        if late and res is not None:
-            shipped = min(qty, res.qty, self._on_hand_model(res.location))
-            assert types(emits) == ([StockMoved, AvailabilityChanged] if shipped else [])
-            self.consumed[res.location] += shipped
-            self.shipped_late.add(rid)
-        elif res is not None and res.status == "held":
-            shipped = min(qty, res.qty)
-            assert types(emits) == [ReservationConsumed, StockMoved, AvailabilityChanged]
-            assert emits[1].message.delta == -shipped  # type: ignore[attr-defined]
-            self.consumed[res.location] += shipped
-            res.status = "consumed"
-            self.ended[rid] = ("consumed", f"P-{rid}")
-        else:
+        was = res.model_copy() if res else None
+        emits = self._apply(ConsumeReservation(reservation_id=rid, order_id=f"O-{rid}", sku=SKU, qty=qty,
+                                               shipment_id=f"P-{rid}"))
+        if was is None or was.waiting or was.status == "refused" or was.late_shipment or was.status == "consumed":
             assert emits == []
+            return
+        shipped = min(qty, was.qty, self.on_hand[was.location])
+        if was.status == "held":
+            assert shipped == min(qty, was.qty)  # a hold on hand is always there to ship
+            assert isinstance(emits[0].message, ReservationConsumed)
+        self.on_hand[was.location] -= shipped
+
+    # ------------------------------------------------------------ duplicates, storage, rebuild
 
     @rule(data=st.data())
     def redeliver(self, data: st.DataObject) -> None:
@@ -478,6 +598,17 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.ledger.model_dump() == before
         if back <= KEEP_EMITS:
             assert [e.stored() for e in emits] == past.emits
+        assert all(e.event_id in self.event_ids for e in emits)  # nothing new: the same events again
+
+    @rule(data=st.data())
+    def same_receipt_under_a_new_command_id(self, data: st.DataObject) -> None:
+        if not self.receipts:
+            return
+        receipt = data.draw(st.sampled_from(self.receipts))
+        before = self.ledger.model_dump(exclude={"applied"})
+        self.n += 1
+        assert self.ledger.apply(receipt, f"cmd-{self.n}") == []
+        assert self.ledger.model_dump(exclude={"applied"}) == before
 
     @rule()
     def store_and_load(self) -> None:
@@ -485,42 +616,94 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = SkuLedger.model_validate_json(self.ledger.model_dump_json())
         assert self.ledger.model_dump() == before
 
-    @invariant()
-    def on_hand_never_negative(self) -> None:
-        for pos in self.ledger.positions.values():
-            assert pos.on_hand >= 0
+    @rule()
+    def rebuild_from_the_commands(self) -> None:
+        rebuilt = rebuild((a.command_id, a.command) for a in self.history)
+        assert rebuilt[SKU].model_dump() == self.ledger.model_dump() if self.history else rebuilt == {}
+
+    # ------------------------------------------------------------ invariants
 
     @invariant()
-    def reserved_is_the_sum_of_held_reservations(self) -> None:
+    def no_oversell(self) -> None:
         for location in LOCATIONS:
-            held = sum(
-                r.qty
-                for r in self.ledger.reservations.values()
-                if r.location == location and r.status == "held"
-            )
-            assert self.ledger.position(location).reserved == held == self._reserved_model(location)
+            pos = self._pos(location)
+            assert pos.on_hand >= 0
+            assert pos.reserved <= max(0, pos.on_hand - pos.safety_stock)
 
     @invariant()
     def stock_is_conserved(self) -> None:
         for location in LOCATIONS:
-            assert self.ledger.position(location).on_hand == self._on_hand_model(location)
-            assert self.ledger.position(location).safety_stock == self.safety[location]
+            pos = self._pos(location)
+            assert pos.on_hand == self.on_hand[location] == self.movements[location]
+            assert pos.safety_stock == self.safety[location]
 
     @invariant()
-    def reservations_end_at_most_once(self) -> None:
-        assert {rid: r.status for rid, r in self.ledger.reservations.items()} == {
-            rid: r.status for rid, r in self.reservations.items()
-        }
-        for rid, (status, ended_by) in self.ended.items():
+    def reserved_is_the_sum_of_holds_on_hand(self) -> None:
+        for location in LOCATIONS:
+            held = sum(r.qty for r in self.ledger.reservations.values()
+                       if r.location == location and r.status == "held" and not r.waiting)
+            assert self._pos(location).reserved == held == self._held_on_hand(location)
+
+    @invariant()
+    def reservations_are_what_their_events_say(self) -> None:
+        assert set(self.ledger.reservations) == set(self.seen)
+        for rid, seen in self.seen.items():
             res = self.ledger.reservations[rid]
-            assert (res.status, res.ended_by) == (status, ended_by)
+            assert len(seen.ends) <= 1 and seen.filled <= 1
+            if seen.decision == "refused":
+                assert res.status == "refused"
+            elif seen.ends:
+                assert res.status == seen.end_status and not res.waiting
+            else:
+                assert res.status == "held"
+                assert res.waiting == (seen.decision == "supply" and not seen.filled)
+            if res.waiting and res.supply_id:
+                assert res.supply_id == seen.promised
 
     @invariant()
-    def version_counts_distinct_commands(self) -> None:
-        assert self.ledger.version == len(self.history)
+    def backorders_wait_only_when_they_must(self) -> None:
+        for location in LOCATIONS:
+            waiting = [r for r in self.ledger.reservations.values() if r.waiting and r.location == location]
+            available = self._pos(location).available
+            assert all(r.qty > available for r in waiting)  # otherwise it would have been filled
+            left = {s.supply_id: s.outstanding for s in self.ledger.supplies.values()
+                    if s.location == location and s.outstanding > 0}
+            for r in waiting:
+                if r.supply_id is not None:
+                    left[r.supply_id] -= r.qty
+            assert all(v >= 0 for v in left.values())  # no supply promised beyond what it brings
+            for r in waiting:
+                if r.supply_id is None:
+                    assert all(v < r.qty for v in left.values())  # it would have been assigned
+
+    @invariant()
+    def availability_events_are_the_positions(self) -> None:
+        for location, event in self.last_availability.items():
+            live = self.ledger.availability(location)
+            assert event.model_dump(exclude={"version"}) == live.model_dump(exclude={"version"})
+
+    @invariant()
+    def version_counts_applied_commands(self) -> None:
+        assert self.ledger.version == len({a.command_id for a in self.history if a.command_id.startswith("cmd-")}) - (
+            self._natural_duplicates()
+        )
+
+    def _natural_duplicates(self) -> int:
+        firsts: set[str] = set()
+        dupes = 0
+        ids: set[str] = set()
+        for a in self.history:
+            if a.command_id in ids:
+                continue
+            ids.add(a.command_id)
+            if isinstance(a.command, ReceiveStock):
+                if a.command.receipt_id in firsts:
+                    dupes += 1
+                firsts.add(a.command.receipt_id)
+        return dupes
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=200, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestLedgerMachine = LedgerMachine.TestCase

@@ -1,11 +1,33 @@
-"""The stock ledger of one SKU across every location: positions, reservations, applied commands.
+"""The stock ledger of one SKU across every location: positions, supplies, reservations, applied commands.
 
 Pure: the inventory agent loads the ledger of the command's SKU, calls ``apply``, stores the ledger and
-sends what ``apply`` returned. One writer per SKU partition makes check-and-reserve atomic.
+sends what ``apply`` returned. One writer per SKU partition makes check-and-reserve atomic. The ledger never
+reads a clock: the same commands in the same order give the same state and the same events (with the same
+ids), which is what makes a rebuild from ``inventory.commands.v1`` equal the live ledger.
+
+Reservation lifecycle (``status``)::
+
+    ReserveStock ──> held ──> consumed   (ConsumeReservation: the units shipped)
+         │            ├────> released   (ReleaseReservation, or "stock lost" when a count/adjustment
+         │            │                  leaves fewer units than are held)
+         │            └────> expired    (ExpireReservation: a timed hold lapsed)
+         └─────> refused                (not enough available, and no supply covers it for a backorder)
+
+A held reservation is either on hand (counted in ``Position.reserved``) or *waiting*: a backorder held
+against incoming supply (``supply_id``/``eta``), or against no supply yet (``supply_id`` None) when a short
+delivery left it uncovered. A waiting reservation becomes an on-hand hold (``BackorderFilled``) as soon as
+units at its location cover it: those of its own supply first, then the others in arrival order. Rules kept
+after every command (and checked by the stateful test):
+
+- ``reserved`` is the sum of the on-hand holds and never exceeds ``on_hand - safety_stock``;
+- no waiting reservation fits in what is available (it would have been filled);
+- every open supply's outstanding units cover the waiting reservations assigned to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
@@ -14,32 +36,70 @@ from baton.runtime.outbox import AppliedLog, Emit
 from schemas.base import Message
 from schemas.envelope import derived_id
 from schemas.inventory import (
+    AdjustStock,
     AvailabilityChanged,
+    BackorderFilled,
     ConsumeReservation,
     CountStock,
+    ExpireReservation,
+    IncomingSupply,
     MovementKind,
+    ReceiveStock,
+    RecordSupply,
     ReleaseReservation,
     ReservationConsumed,
+    ReservationExpired,
     ReservationRefused,
     ReservationReleased,
     ReserveStock,
     StockMoved,
     StockReserved,
+    SupplyRecorded,
 )
 from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
 
 ReservationStatus = Literal["held", "refused", "released", "consumed", "expired"]
+STOCK_LOST = "stock lost"
+SAFETY_RAISED = "safety stock raised"
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+INVENTORY_COMMAND_TYPES = (
+    ReserveStock,
+    ReleaseReservation,
+    ConsumeReservation,
+    ExpireReservation,
+    CountStock,
+    RecordSupply,
+    ReceiveStock,
+    AdjustStock,
+)
 
 
 class Position(BaseModel):
     on_hand: int = 0
     reserved: int = 0
     safety_stock: int = 0
-    incoming: int = 0
 
     @property
     def available(self) -> int:
         return max(0, self.on_hand - self.safety_stock - self.reserved)
+
+
+class Supply(BaseModel):
+    """Goods on their way to a location: announced quantity, what has landed, and whether more will come."""
+
+    supply_id: str
+    location: str
+    qty: int
+    eta: datetime
+    kind: str = "asn"
+    received: int = 0
+    damaged: int = 0
+    closed: bool = False
+    revision: int = 0
+
+    @property
+    def outstanding(self) -> int:
+        return 0 if self.closed else max(0, self.qty - self.received - self.damaged)
 
 
 class Reservation(BaseModel):
@@ -48,16 +108,29 @@ class Reservation(BaseModel):
     location: str
     qty: int
     status: ReservationStatus
+    seq: int = 0
     available_when_refused: int = 0
     ended_by: str | None = None
     shipped: int = 0
     on_hand_after: int = 0
     late_shipment: str | None = None
+    expires_at: datetime | None = None
+    backorder: bool = False
+    waiting: bool = False
+    supply_id: str | None = None
+    eta: datetime | None = None
+    decided_supply: str | None = None
+    decided_eta: datetime | None = None
+    promised_supply: str | None = None
+    promised_eta: datetime | None = None
+    promises: int = 0
+    filled_by: str | None = None
 
 
 class SkuLedger(BaseModel):
     sku: str
     positions: dict[str, Position] = {}
+    supplies: dict[str, Supply] = {}
     reservations: dict[str, Reservation] = {}
     applied: AppliedLog = AppliedLog()
     version: int = 0
@@ -68,6 +141,9 @@ class SkuLedger(BaseModel):
     def apply(self, command: Message, command_id: str) -> list[Emit]:
         """Apply a command once; a repeated command id returns what the first delivery emitted.
 
+        Stock movements are also idempotent by their own ids (``receipt_id``, ``adjustment_id``,
+        ``count_id``): the same movement under a new command id changes nothing and emits nothing.
+
         The emits of only the most recent commands are kept; for an older repeated reservation command the
         reservation record (stored in this same ledger value) re-derives its decision or end event, with the
         same event id, so a send lost in a crash is never lost for good.
@@ -76,8 +152,15 @@ class SkuLedger(BaseModel):
             if self.applied.remembers_emits(command_id):
                 return self.applied.replay(command_id)
             return self._rederive(command)
+        natural = _natural_id(command)
+        if natural is not None and self.applied.seen(natural):
+            return []  # the same receipt, adjustment or count sent again under a new command id
         emits = self._dispatch(command, command_id)
         self.applied.record(command_id, emits)
+        if natural is not None:  # remembered like a command id, without taking a place in the emit memory
+            ids = self.applied.ids
+            ids.append(natural)
+            del ids[: max(0, len(ids) - self.applied.keep_ids)]
         self.version += 1
         return emits
 
@@ -86,44 +169,56 @@ class SkuLedger(BaseModel):
             case ReserveStock():
                 return self._reserve(command)
             case ReleaseReservation():
-                return self._release(command)
+                return self._end(command.reservation_id, "released", command.reason)
+            case ExpireReservation():
+                return self._end(command.reservation_id, "expired", "expired")
             case ConsumeReservation():
                 return self._consume(command)
             case CountStock():
                 return self._count(command, command_id)
+            case RecordSupply():
+                return self._record_supply(command, command_id)
+            case ReceiveStock():
+                return self._receive(command, command_id)
+            case AdjustStock():
+                return self._adjust(command, command_id)
         raise ValueError(f"the inventory ledger does not handle {command.event_type}")
+
+    # ------------------------------------------------------------------ reserve
 
     def _reserve(self, cmd: ReserveStock) -> list[Emit]:
         existing = self.reservations.get(cmd.reservation_id)
         if existing is not None:
             return [self._decision_of(existing)]
-        position = self.position(cmd.location)
-        available = position.available
-        if cmd.qty > available:
-            refused = Reservation(
-                reservation_id=cmd.reservation_id,
-                order_id=cmd.order_id,
-                location=cmd.location,
-                qty=cmd.qty,
-                status="refused",
-                available_when_refused=available,
-            )
-            self.reservations[cmd.reservation_id] = refused
-            return [self._decision_of(refused)]
-        held = Reservation(
+        res = Reservation(
             reservation_id=cmd.reservation_id,
             order_id=cmd.order_id,
             location=cmd.location,
             qty=cmd.qty,
             status="held",
+            seq=self.version,
+            expires_at=cmd.expires_at,
         )
-        self.reservations[cmd.reservation_id] = held
-        position.reserved += cmd.qty
-        return [self._decision_of(held), self._availability(cmd.location, cmd.reservation_id)]
+        self.reservations[res.reservation_id] = res
+        position = self.position(cmd.location)
+        available = position.available
+        if cmd.qty <= available:
+            position.reserved += cmd.qty
+        elif cmd.backorder and (supply := self._supply_covering(cmd.location, cmd.qty)) is not None:
+            res.backorder = res.waiting = True
+            res.supply_id = res.decided_supply = res.promised_supply = supply.supply_id
+            res.eta = res.decided_eta = res.promised_eta = supply.eta
+        else:
+            res.status, res.available_when_refused, res.backorder = "refused", available, cmd.backorder
+            return [self._decision_of(res)]
+        return [self._decision_of(res), self._availability(cmd.location, cmd.reservation_id)]
 
     def _decision_of(self, res: Reservation) -> Emit:
         event_id = derived_id(res.reservation_id, "decision")
         if res.status == "refused":
+            reason = f"only {res.available_when_refused} available at {res.location}"
+            if res.backorder:
+                reason += f" and no incoming supply there covers {res.qty}"
             refused = ReservationRefused(
                 reservation_id=res.reservation_id,
                 order_id=res.order_id,
@@ -131,65 +226,73 @@ class SkuLedger(BaseModel):
                 location=res.location,
                 qty=res.qty,
                 available=res.available_when_refused,
-                reason=f"only {res.available_when_refused} available at {res.location}",
+                reason=reason,
             )
             return Emit.to(INVENTORY_RESERVATIONS, res.order_id, refused, event_id)
+        return self._reserved_event(res, res.decided_supply, res.decided_eta, event_id)
+
+    def _reserved_event(self, res: Reservation, supply: str | None, eta: datetime | None, event_id: str) -> Emit:
         reserved = StockReserved(
             reservation_id=res.reservation_id,
             order_id=res.order_id,
             sku=self.sku,
             location=res.location,
             qty=res.qty,
+            against_supply=supply,
+            eta=eta,
         )
         return Emit.to(INVENTORY_RESERVATIONS, res.order_id, reserved, event_id)
 
-    def _release(self, cmd: ReleaseReservation) -> list[Emit]:
-        res = self.reservations.get(cmd.reservation_id)
+    # ------------------------------------------------------------------ release, expire, consume
+
+    def _end(self, reservation_id: str, status: ReservationStatus, reason: str) -> list[Emit]:
+        res = self.reservations.get(reservation_id)
         if res is None or res.status != "held":
             return []
-        res.status, res.ended_by = "released", cmd.reason
-        self.position(res.location).reserved -= res.qty
-        return [self._end_event(res), self._availability(res.location, res.reservation_id + ":end")]
+        self._end_hold(res, status, reason)
+        return [
+            self._end_event(res),
+            *self._settle(res.location, cause=res.reservation_id),
+            self._availability(res.location, res.reservation_id + ":end"),
+        ]
+
+    def _end_hold(self, res: Reservation, status: ReservationStatus, reason: str) -> None:
+        if not res.waiting:
+            self.position(res.location).reserved -= res.qty
+        res.status, res.ended_by, res.waiting = status, reason, False
 
     def _consume(self, cmd: ConsumeReservation) -> list[Emit]:
         """The goods left: on hand drops (never below zero) and the reservation ends, once.
 
-        A reservation released before its parcel shipped (a late cancellation) stays released, but the units
-        physically left the building, so on hand follows them (once).
+        A reservation released or expired before its parcel shipped (a late cancellation, a collection at the
+        last second) stays ended as it was, but the units physically left the building, so on hand follows
+        them (once). A backorder still waiting for its goods cannot ship: the command changes nothing.
         """
         res = self.reservations.get(cmd.reservation_id)
-        if res is None or res.status not in ("held", "released") or res.late_shipment:
+        if res is None or res.status not in ("held", "released", "expired") or res.late_shipment or res.waiting:
             return []
-        if res.status == "released":
-            return self._ship_released(res, cmd)
+        if res.status != "held":
+            return self._ship_ended(res, cmd)
         self._end_by_shipment(res, cmd)
         return [
             self._end_event(res),
             self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id),
+            *self._settle(res.location, cause=res.reservation_id),
             self._availability(res.location, res.reservation_id + ":end"),
         ]
 
     def _end_event(self, res: Reservation) -> Emit:
         event_id = derived_id(res.reservation_id, "end")
+        common = {"reservation_id": res.reservation_id, "order_id": res.order_id, "sku": self.sku,
+                  "location": res.location}
+        message: Message
         if res.status == "consumed":
-            consumed = ReservationConsumed(
-                reservation_id=res.reservation_id,
-                order_id=res.order_id,
-                sku=self.sku,
-                location=res.location,
-                qty=max(1, res.shipped),
-                shipment_id=res.ended_by or "",
-            )
-            return Emit.to(INVENTORY_RESERVATIONS, res.order_id, consumed, event_id)
-        released = ReservationReleased(
-            reservation_id=res.reservation_id,
-            order_id=res.order_id,
-            sku=self.sku,
-            location=res.location,
-            qty=res.qty,
-            reason=res.ended_by or "released",
-        )
-        return Emit.to(INVENTORY_RESERVATIONS, res.order_id, released, event_id)
+            message = ReservationConsumed(**common, qty=max(1, res.shipped), shipment_id=res.ended_by or "")
+        elif res.status == "expired":
+            message = ReservationExpired(**common, qty=res.qty)
+        else:
+            message = ReservationReleased(**common, qty=res.qty, reason=res.ended_by or "released")
+        return Emit.to(INVENTORY_RESERVATIONS, res.order_id, message, event_id)
 
     def _rederive(self, command: Message) -> list[Emit]:
         reservation_id = getattr(command, "reservation_id", None)
@@ -198,9 +301,9 @@ class SkuLedger(BaseModel):
             return []
         if isinstance(command, ReserveStock):
             return [self._decision_of(res)]
-        return [self._end_event(res)] if res.status in ("released", "consumed") else []
+        return [self._end_event(res)] if res.status in ("released", "consumed", "expired") else []
 
-    def _ship_released(self, res: Reservation, cmd: ConsumeReservation) -> list[Emit]:
+    def _ship_ended(self, res: Reservation, cmd: ConsumeReservation) -> list[Emit]:
         position = self.position(res.location)
         res.late_shipment = cmd.shipment_id
         res.shipped = min(cmd.qty, res.qty, position.on_hand)
@@ -210,27 +313,57 @@ class SkuLedger(BaseModel):
         res.on_hand_after = position.on_hand
         return [
             self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id),
+            *self._enforce_no_oversell(res.location, STOCK_LOST),
             self._availability(res.location, res.reservation_id + ":shipped-after-release"),
         ]
 
     def _end_by_shipment(self, res: Reservation, cmd: ConsumeReservation) -> None:
         position = self.position(res.location)
-        if res.status == "held":
-            position.reserved -= res.qty
-        res.status, res.ended_by = "consumed", cmd.shipment_id
+        self._end_hold(res, "consumed", cmd.shipment_id)
         res.shipped = min(cmd.qty, res.qty, position.on_hand)
         position.on_hand -= res.shipped
         res.on_hand_after = position.on_hand
 
+    # ------------------------------------------------------------------ stock movements
+
     def _count(self, cmd: CountStock, command_id: str) -> list[Emit]:
         position = self.position(cmd.location)
+        raised_safety = cmd.safety_stock is not None and cmd.safety_stock > position.safety_stock
         if cmd.safety_stock is not None:
             position.safety_stock = cmd.safety_stock
         emits = []
         delta = cmd.qty - position.on_hand
         if delta:
             emits.append(self._move(cmd.location, "counted", delta, cause_id=cmd.count_id))
-        emits.append(self._availability(cmd.location, command_id))
+        reason = STOCK_LOST if delta < 0 or not raised_safety else SAFETY_RAISED
+        settled = self._after_movement(cmd.location, reason, cause=cmd.count_id)
+        return [*emits, *settled, self._availability(cmd.location, command_id)]
+
+    def _adjust(self, cmd: AdjustStock, command_id: str) -> list[Emit]:
+        position = self.position(cmd.location)
+        delta = max(cmd.delta, -position.on_hand)
+        kind: MovementKind = "restocked" if cmd.reason == "return_restocked" else "adjusted"
+        emits = [self._move(cmd.location, kind, delta, cause_id=cmd.adjustment_id)] if delta else []
+        settled = self._after_movement(cmd.location, STOCK_LOST, cause=cmd.adjustment_id)
+        return [*emits, *settled, self._availability(cmd.location, command_id)]
+
+    def _after_movement(self, location: str, reason: str, cause: str) -> list[Emit]:
+        return [*self._enforce_no_oversell(location, reason), *self._settle(location, cause)]
+
+    def _enforce_no_oversell(self, location: str, reason: str) -> list[Emit]:
+        """Fewer units than are held (a count, a loss, a raised safety stock): release the newest holds.
+
+        The orchestrator sees ``ReservationReleased`` with ``reason`` and re-sources those lines, so that
+        reserved never exceeds on hand minus safety stock.
+        """
+        position = self.position(location)
+        emits = []
+        newest_first = sorted(self._holds_on_hand(location), key=lambda r: r.seq, reverse=True)
+        for res in newest_first:
+            if position.reserved <= max(0, position.on_hand - position.safety_stock):
+                break
+            self._end_hold(res, "released", reason)
+            emits.append(self._end_event(res))
         return emits
 
     def _move(self, location: str, kind: MovementKind, delta: int, cause_id: str) -> Emit:
@@ -250,8 +383,153 @@ class SkuLedger(BaseModel):
         )
         return Emit.to(INVENTORY_MOVEMENTS, self.sku, moved, moved.movement_id)
 
-    def availability(self, location: str) -> AvailabilityChanged:
+    # ------------------------------------------------------------------ supply and backorders
+
+    def _record_supply(self, cmd: RecordSupply, command_id: str) -> list[Emit]:
+        """Announce (or revise: same supply id, new quantity or ETA) goods on their way to a location.
+
+        A supply already closed (its goods landed) stays closed: a late announcement adds nothing incoming.
+        """
+        supply = self.supplies.get(cmd.supply_id)
+        if supply is None:
+            supply = Supply(supply_id=cmd.supply_id, location=cmd.location, qty=cmd.qty, eta=cmd.eta, kind=cmd.kind)
+            self.supplies[cmd.supply_id] = supply
+        elif supply.closed:
+            return []
+        else:
+            supply.qty, supply.eta, supply.kind = cmd.qty, cmd.eta, cmd.kind
+            supply.revision += 1
+        recorded = SupplyRecorded(
+            supply_id=supply.supply_id, sku=self.sku, location=supply.location, qty=supply.qty, eta=supply.eta
+        )
+        event_id = derived_id(supply.supply_id, "recorded", supply.revision)
+        return [
+            Emit.to(INVENTORY_MOVEMENTS, self.sku, recorded, event_id),
+            *self._settle(supply.location, cause=supply.supply_id),
+            self._availability(supply.location, command_id),
+        ]
+
+    def _receive(self, cmd: ReceiveStock, command_id: str) -> list[Emit]:
+        """Goods landed and were put away: on hand grows, the supply's outstanding drops, backorders fill.
+
+        A receipt names its supply; an unknown supply id (never announced) is recorded as a closed supply so
+        that a late announcement of it adds nothing incoming.
+        """
+        emits = [self._move(cmd.location, "received", cmd.qty, cause_id=cmd.receipt_id)] if cmd.qty else []
+        supply = self.supplies.get(cmd.supply_id) if cmd.supply_id else None
+        if cmd.supply_id and supply is None:
+            supply = Supply(supply_id=cmd.supply_id, location=cmd.location, qty=cmd.qty + cmd.damaged, eta=_EPOCH,
+                            received=cmd.qty, damaged=cmd.damaged, closed=True)
+            self.supplies[cmd.supply_id] = supply
+        own = supply.supply_id if supply is not None and supply.location == cmd.location else None
+        if supply is not None and own and not supply.closed:
+            supply.received += cmd.qty
+            supply.damaged += cmd.damaged
+            ends = cmd.closes_supply if cmd.closes_supply is not None else supply.kind == "asn"
+            supply.closed = ends or supply.received + supply.damaged >= supply.qty
+        settled = self._settle(cmd.location, cause=cmd.receipt_id, received_from=own)
+        return [*emits, *settled, self._availability(cmd.location, command_id)]
+
+    def _settle(self, location: str, cause: str, received_from: str | None = None) -> list[Emit]:
+        """Fill the waiting backorders that available units now cover, then re-assign the rest to supplies.
+
+        Filling goes in arrival order, the backorders of the supply just received first (``received_from``),
+        first fit: a large backorder that does not fit does not block a smaller one behind it. Then every
+        waiting backorder keeps its supply while the supply's outstanding units cover it (arrival order);
+        the others move to the earliest open supply that can cover them, or wait unassigned for the next
+        supply or the next units at the location. A backorder whose supply or ETA changed gets a new
+        ``StockReserved`` (same reservation id, new ``against_supply``/``eta``: the promise moved).
+        """
+        waiting = [r for r in self.reservations.values() if r.waiting and r.location == location]
+        if not waiting:
+            return []
+        emits = self._fill(location, waiting, cause, received_from)
+        return emits + self._reassign(location, sorted((r for r in waiting if r.waiting), key=lambda r: r.seq))
+
+    def _fill(self, location: str, waiting: list[Reservation], cause: str, received_from: str | None) -> list[Emit]:
         position = self.position(location)
+        emits = []
+        own_first = sorted(waiting, key=lambda r: (received_from is None or r.supply_id != received_from, r.seq))
+        for res in own_first:
+            if res.qty > position.available:
+                continue
+            position.reserved += res.qty
+            res.waiting, res.filled_by = False, received_from or res.supply_id or cause
+            filled = BackorderFilled(
+                reservation_id=res.reservation_id,
+                order_id=res.order_id,
+                sku=self.sku,
+                location=location,
+                qty=res.qty,
+                supply_id=res.filled_by,
+            )
+            event_id = derived_id(res.reservation_id, "filled")
+            emits.append(Emit.to(INVENTORY_RESERVATIONS, res.order_id, filled, event_id))
+        return emits
+
+    def _reassign(self, location: str, waiting: list[Reservation]) -> list[Emit]:
+        open_supplies = self._open_supplies(location)
+        capacity = {s.supply_id: s.outstanding for s in open_supplies}
+        moving = []
+        for res in waiting:
+            if res.supply_id is not None and capacity.get(res.supply_id, 0) >= res.qty:
+                capacity[res.supply_id] -= res.qty
+            else:
+                moving.append(res)
+        for res in moving:
+            target = next((s for s in open_supplies if capacity[s.supply_id] >= res.qty), None)
+            res.supply_id = target.supply_id if target is not None else None
+            if target is not None:
+                capacity[target.supply_id] -= res.qty
+        emits = []
+        for res in waiting:
+            supply = self.supplies[res.supply_id] if res.supply_id else None
+            res.eta = supply.eta if supply is not None else None
+            if supply is not None and (res.supply_id, res.eta) != (res.promised_supply, res.promised_eta):
+                res.promised_supply, res.promised_eta = res.supply_id, res.eta
+                res.promises += 1
+                event_id = derived_id(res.reservation_id, "promise", res.promises)
+                emits.append(self._reserved_event(res, res.supply_id, res.eta, event_id))
+        return emits
+
+    def _open_supplies(self, location: str) -> list[Supply]:
+        found = [s for s in self.supplies.values() if s.location == location and s.outstanding > 0]
+        return sorted(found, key=lambda s: (s.eta, s.supply_id))
+
+    def _supply_covering(self, location: str, qty: int) -> Supply | None:
+        """The earliest open supply at the location whose units no backorder has claimed cover ``qty``."""
+        claimed: dict[str, int] = {}
+        for res in self.reservations.values():
+            if res.waiting and res.location == location and res.supply_id:
+                claimed[res.supply_id] = claimed.get(res.supply_id, 0) + res.qty
+        return next(
+            (s for s in self._open_supplies(location) if s.outstanding - claimed.get(s.supply_id, 0) >= qty), None
+        )
+
+    def _holds_on_hand(self, location: str) -> Iterable[Reservation]:
+        return (r for r in self.reservations.values()
+                if r.status == "held" and not r.waiting and r.location == location)
+
+    # ------------------------------------------------------------------ availability
+
+    def availability(self, location: str, version: int | None = None) -> AvailabilityChanged:
+        """The position's numbers as published; ``version`` defaults to the ledger's current version."""
+        position = self.positions.get(location) or Position()
+        open_supplies = self._open_supplies(location)
+        claimed: dict[str, int] = {}
+        unsupplied = backordered = 0
+        for res in self.reservations.values():
+            if res.waiting and res.location == location:
+                backordered += res.qty
+                if res.supply_id:
+                    claimed[res.supply_id] = claimed.get(res.supply_id, 0) + res.qty
+                else:
+                    unsupplied += res.qty
+        supplies = [
+            IncomingSupply(supply_id=s.supply_id, eta=s.eta, outstanding=s.outstanding,
+                           unreserved=max(0, s.outstanding - claimed.get(s.supply_id, 0)))
+            for s in open_supplies
+        ]
         return AvailabilityChanged(
             sku=self.sku,
             location=location,
@@ -259,10 +537,69 @@ class SkuLedger(BaseModel):
             reserved=position.reserved,
             safety_stock=position.safety_stock,
             available=position.available,
-            incoming=position.incoming,
-            version=self.version + 1,
+            incoming=sum(s.outstanding for s in supplies),
+            incoming_unreserved=max(0, sum(s.unreserved for s in supplies) - unsupplied),
+            next_eta=open_supplies[0].eta if open_supplies else None,
+            version=self.version if version is None else version,
+            backordered=backordered,
+            backordered_unsupplied=unsupplied,
+            supplies=supplies,
+        )
+
+    def locations(self) -> list[str]:
+        """Every location with a position or a supply, sorted."""
+        return sorted({*self.positions, *(s.location for s in self.supplies.values())})
+
+    def deadlines(self) -> list[tuple[datetime, str, str]]:
+        """(expires_at, reservation id, order id) of every held reservation with a time limit."""
+        return sorted(
+            (r.expires_at, r.reservation_id, r.order_id)
+            for r in self.reservations.values()
+            if r.status == "held" and r.expires_at is not None
         )
 
     def _availability(self, location: str, cause: str) -> Emit:
         key = f"{self.sku}@{location}"
-        return Emit.to(INVENTORY_AVAILABILITY, key, self.availability(location), derived_id(cause, "avail", key))
+        message = self.availability(location, version=self.version + 1)
+        return Emit.to(INVENTORY_AVAILABILITY, key, message, derived_id(cause, "avail", key))
+
+
+def _natural_id(command: Message) -> str | None:
+    match command:
+        case ReceiveStock():
+            return f"receipt:{command.receipt_id}"
+        case AdjustStock():
+            return f"adjustment:{command.adjustment_id}"
+        case CountStock():
+            return f"count:{command.count_id}"
+    return None
+
+
+def rebuild(commands: Iterable[tuple[str, Message]]) -> dict[str, SkuLedger]:
+    """Replay (command id, command) pairs, in topic order per SKU, into fresh ledgers, as the service does.
+
+    A command the service could not apply (it raised, so the service dead-lettered it and kept the ledger as
+    it was) is skipped the same way here: the SKU's ledger is replayed again without it.
+    """
+    ledgers: dict[str, SkuLedger] = {}
+    good: dict[str, list[tuple[str, Message]]] = {}
+    for command_id, command in commands:
+        if not isinstance(command, INVENTORY_COMMAND_TYPES):
+            continue
+        sku = command.sku
+        ledger = ledgers.setdefault(sku, SkuLedger(sku=sku))
+        try:
+            ledger.apply(command, command_id)
+        except Exception:  # the service dead-letters it and keeps the ledger as it was
+            ledgers[sku] = replay(sku, good.get(sku, []))
+            continue
+        good.setdefault(sku, []).append((command_id, command))
+    return ledgers
+
+
+def replay(sku: str, commands: Iterable[tuple[str, Message]], base: SkuLedger | None = None) -> SkuLedger:
+    """Apply commands that are known to apply cleanly (their emits are not wanted again)."""
+    ledger = base if base is not None else SkuLedger(sku=sku)
+    for command_id, command in commands:
+        ledger.apply(command, command_id)
+    return ledger
