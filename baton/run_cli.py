@@ -46,11 +46,14 @@ def run_orchestrator(
 
 
 @run_app.command("inventory")
-def run_inventory(namespace: str | None = NamespaceOpt) -> None:
+def run_inventory(
+    namespace: str | None = NamespaceOpt,
+    web_port: int | None = typer.Option(None, help="Serve stock and ATP over HTTP on this port (GET /stock/SKU)."),
+) -> None:
     """The stock ledger: the only writer of stock and reservations."""
     from services.inventory.app import build
 
-    settings = _settings(namespace)
+    settings = _settings(namespace, web_port)
     _start(build(settings), "inventory", settings)
 
 

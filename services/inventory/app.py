@@ -1,48 +1,269 @@
-"""The inventory service: the only writer of stock. One agent, concurrency 1, one ledger per SKU."""
+"""The inventory service: the only writer of stock. One agent, concurrency 1, one ledger per SKU.
+
+The agent takes the commands in batches (``take_events``): each SKU's ledger is loaded once per batch, the
+commands are applied in order, their events sent, each changed ledger written once to the table (with the
+changelog on the partition of the SKU's last command), and the availability of the batch written to Redis
+in one pipeline. The batch's offsets are acknowledged only after all of that, so a crash re-delivers the
+whole batch, which the ledgers apply as the duplicates they are (same events, same ids).
+
+Besides the agent: a timer that expires timed holds the orchestrator has not expired (it sends
+``ExpireReservation`` to the ledger's own command topic, never writing the table itself), a re-sync of the
+Redis read model from the table after every recovery, and, with ``--web-port``, ``GET /stock/{sku}``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import faust
+import faust.streams as faust_streams
+import orjson
+import redis.exceptions
 import structlog
 from faust.types import EventT
 
-from baton.runtime.kafka import Sender, consume, create_app, raw_topic
+from baton.runtime.atp import parse_near, parse_time, stock_document
+from baton.runtime.feed import TopicFeed
+from baton.runtime.kafka import Sender, create_app, full_topic_name, raw_topic
 from baton.runtime.logs import get_logger
+from baton.runtime.outbox import Emit
 from baton.runtime.readmodel import ReadModel
 from baton.runtime.service import attach_heartbeat
 from baton.runtime.settings import Settings
 from schemas.base import Message
-from schemas.envelope import Envelope
-from schemas.inventory import AvailabilityChanged
-from schemas.topics import INVENTORY_COMMANDS
-from services.inventory.domain.ledger import SkuLedger
+from schemas.envelope import Envelope, InvalidMessage, decode, derived_id
+from schemas.inventory import AvailabilityChanged, ExpireReservation
+from schemas.network import Location, LocationConfigured
+from schemas.topics import INVENTORY_COMMANDS, NETWORK
+from services.inventory.domain.ledger import INVENTORY_COMMAND_TYPES, SkuLedger, replay
 
 SERVICE = "inventory"
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.005
+EXPIRY_GRACE = timedelta(seconds=5)  # the orchestrator expires its holds first; this is the safety net
 log = get_logger(__name__)
+Deadline = tuple[datetime, str, str]
+
+
+def load(raw: bytes | None, sku: str) -> SkuLedger:
+    return SkuLedger.model_validate_json(raw) if raw else SkuLedger(sku=sku)
+
+
+def dump(ledger: SkuLedger) -> bytes:
+    return ledger.model_dump_json(exclude_defaults=True).encode()
+
+
+@contextlib.contextmanager
+def writing_as(event: EventT) -> Iterator[None]:
+    """Make ``event`` the current event of this task while a table key is written.
+
+    A faust table writes its changelog to the partition of the current event (a context variable); in a batch
+    that must be the partition of the command that changed the key. Only this task's context is touched: the
+    stream's own ``current_event`` attribute, which ``take_events`` reads from its background task, is not.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+class Batch:
+    """The commands of one take: ledgers loaded once per SKU, applied in order, stored once per SKU."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.ledgers: dict[str, SkuLedger] = {}
+        self.applied: dict[str, list[tuple[str, Message]]] = {}
+        self.last_event: dict[str, EventT] = {}
+        self.outgoing: list[tuple[Envelope, list[Emit]]] = []
+
+    def apply(self, envelope: Envelope, command: Message, event: EventT) -> list[Emit]:
+        sku: str = command.sku  # type: ignore[attr-defined]
+        if sku not in self.ledgers:
+            self.ledgers[sku] = load(self.table.get(sku), sku)
+        try:
+            emits = self.ledgers[sku].apply(command, envelope.id)
+        except Exception:
+            # the ledger may be half-changed: back to the stored state plus this batch's good commands
+            self.ledgers[sku] = replay(sku, self.applied.get(sku, []), load(self.table.get(sku), sku))
+            raise
+        self.applied.setdefault(sku, []).append((envelope.id, command))
+        self.last_event[sku] = event
+        self.outgoing.append((envelope, emits))
+        return emits
+
+    def changed(self) -> dict[str, SkuLedger]:
+        return {sku: self.ledgers[sku] for sku in self.last_event}
+
+    def availability(self) -> list[AvailabilityChanged]:
+        """The last availability of every position the batch changed."""
+        latest: dict[tuple[str, str], AvailabilityChanged] = {}
+        for _, emits in self.outgoing:
+            for emit in emits:
+                if isinstance(emit.message, AvailabilityChanged):
+                    latest[(emit.message.sku, emit.message.location)] = emit.message
+        return list(latest.values())
+
+
+class Expiries:
+    """Timed holds by SKU, kept in memory from the ledgers the agent writes (and from a scan after recovery)."""
+
+    def __init__(self) -> None:
+        self.by_sku: dict[str, list[Deadline]] = {}
+        self.sent: set[str] = set()
+
+    def track(self, ledger: SkuLedger) -> None:
+        deadlines = ledger.deadlines()
+        if deadlines:
+            self.by_sku[ledger.sku] = deadlines
+        else:
+            self.by_sku.pop(ledger.sku, None)
+        live = {rid for items in self.by_sku.values() for _, rid, _ in items}
+        self.sent &= live
+
+    def due(self, now: datetime) -> list[Emit]:
+        out = []
+        for sku, items in self.by_sku.items():
+            for at, rid, order_id in items:
+                if at <= now - EXPIRY_GRACE and rid not in self.sent:
+                    expire = ExpireReservation(reservation_id=rid, order_id=order_id, sku=sku)
+                    out.append(Emit.to(INVENTORY_COMMANDS, sku, expire, derived_id(rid, "expire")))
+        return out
+
+
+async def with_retry(action: Callable[[], Awaitable[None]], what: str) -> None:
+    """Infrastructure hiccups (Redis, sockets) are retried; everything written here is idempotent."""
+    for attempt in range(1, 31):
+        try:
+            await action()
+            return
+        except (TimeoutError, OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("transient_failure", what=what, attempt=attempt, error=repr(exc))
+            await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+    await action()
 
 
 def build(settings: Settings) -> faust.App:
-    app = create_app(SERVICE, settings)
+    app = create_app(SERVICE, settings, web_port=settings.web_port or None)
     commands = raw_topic(app, settings, INVENTORY_COMMANDS)
     ledgers = app.Table("ledgers", key_type=str, value_type=bytes, default=None)
     sender = Sender(app, settings, source=f"baton/{SERVICE}")
     read_model = ReadModel(settings.redis_url, settings.namespace)
+    redis_lock = asyncio.Lock()  # the agent and the re-sync never interleave their writes of a position
+    expiries = Expiries()
+    resync = {"needed": True}
     attach_heartbeat(app, read_model, SERVICE)
 
-    async def handle(envelope: Envelope, command: Message, event: EventT) -> None:
-        sku = command.subject()
-        structlog.contextvars.bind_contextvars(correlationid=envelope.correlationid, sku=sku)
-        raw = ledgers.get(sku)
-        ledger = SkuLedger.model_validate_json(raw) if raw else SkuLedger(sku=sku)
-        emits = ledger.apply(command, envelope.id)
-        ledgers[sku] = ledger.model_dump_json().encode()
-        await sender.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
-        changes = [e.message for e in emits if isinstance(e.message, AvailabilityChanged)]
-        await read_model.write_availability(changes)
+    async def write_availability(changes: Sequence[AvailabilityChanged]) -> None:
+        async def write() -> None:
+            async with redis_lock:
+                await read_model.write_availability(changes)
+
+        if changes:
+            await with_retry(write, "redis availability")
+
+    async def process(events: Sequence[EventT]) -> None:
+        batch = Batch(ledgers)
+        for event in events:
+            await handle_one(batch, event)
+        for envelope, emits in batch.outgoing:
+            await sender.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
+        for sku, ledger in batch.changed().items():
+            with writing_as(batch.last_event[sku]):
+                ledgers[sku] = dump(ledger)
+            expiries.track(ledger)
+        await write_availability(batch.availability())
+        if len(events) > 1:
+            log.info("batch", commands=len(events), skus=len(batch.ledgers))
+
+    async def handle_one(batch: Batch, event: EventT) -> None:
+        try:
+            envelope, command = decode(event.value)
+        except InvalidMessage as exc:
+            await sender.dead_letter(event, str(exc))
+            return
+        if not isinstance(command, INVENTORY_COMMAND_TYPES):
+            await sender.dead_letter(event, f"the inventory ledger does not handle {envelope.type}")
+            return
+        structlog.contextvars.bind_contextvars(correlationid=envelope.correlationid, sku=command.sku)
+        try:
+            emits = batch.apply(envelope, command, event)
+        except Exception as exc:  # the agent must survive any one bad message
+            log.error("handler_failed", type=envelope.type, error=repr(exc))
+            await sender.dead_letter(event, f"handler error on {envelope.type}: {exc!r}")
+            return
         log.info("applied", type=envelope.type, emitted=len(emits))
 
     @app.agent(commands, concurrency=1)
     async def ledger_agent(stream: faust.StreamT) -> None:
-        await consume(stream, sender, handle)
+        batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+        async for events in batches:
+            await process(events)
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        resync["needed"] = True
+
+    async def resync_from_table() -> None:
+        """After a recovery: the read model and the expiry index again from the table (the truth)."""
+        resync["needed"] = False
+        changes: list[AvailabilityChanged] = []
+        for sku, raw in list(ledgers.items()):
+            ledger = load(raw, sku)
+            expiries.track(ledger)
+            changes.extend(ledger.availability(location) for location in ledger.locations())
+        await write_availability(changes)
+        log.info("read_model_resynced", positions=len(changes))
+
+    @app.timer(interval=1.0)
+    async def housekeeping() -> None:
+        if resync["needed"] and app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+            await resync_from_table()
+        for emit in expiries.due(datetime.now(UTC)):
+            expire = emit.message
+            assert isinstance(expire, ExpireReservation)
+            await sender.send([emit], correlationid=expire.order_id, causationid=None)
+            expiries.sent.add(expire.reservation_id)
+            log.info("hold_lapsed", reservation_id=expire.reservation_id, sku=expire.sku)
+
+    if settings.web_port:
+        attach_stock_view(app, settings, ledgers)
     return app
+
+
+def attach_stock_view(app: faust.App, settings: Settings, ledgers: Any) -> None:
+    """``GET /stock/{sku}[?near=LAT,LON][&by=ISO-TIME]``: the ledger's own positions and ATP, as JSON."""
+    network: dict[str, Location] = {}
+
+    def on_network(message: Message) -> None:
+        if isinstance(message, LocationConfigured):
+            network[message.location.id] = message.location
+
+    feed = TopicFeed(settings.kafka_bootstrap, full_topic_name(settings, NETWORK), on_network)
+
+    @app.task
+    async def follow_network() -> None:
+        await feed.run()
+
+    @app.page("/stock/{sku}")
+    async def stock_view(web: Any, request: Any, sku: str) -> Any:
+        try:
+            near = parse_near(request.query.get("near"))
+            by = parse_time(request.query.get("by"))
+        except ValueError as exc:
+            return web.bytes(orjson.dumps({"error": str(exc)}), content_type="application/json", status=400)
+        raw = ledgers.get(sku)
+        if not raw:
+            body = {"error": f"unknown SKU {sku!r}: no location has a stock position for it"}
+            return web.bytes(orjson.dumps(body), content_type="application/json", status=404)
+        ledger = load(raw, sku)
+        positions = {location: ledger.availability(location) for location in ledger.locations()}
+        document = stock_document(sku, positions, network, near=near, by=by)
+        document["version"] = ledger.version
+        return web.bytes(orjson.dumps(document), content_type="application/json")
