@@ -80,8 +80,13 @@ def list_tasks(
     if as_json:
         _print_json({"location": location, "namespace": settings.namespace, "tasks": open_tasks, "done": finished})
         return
-    table = Table("task", "kind", "for", "status", "worker", "lines (sku x qty @ bin)", "wave",
-                  title=f"Tasks at {location} ({len(open_tasks)} open)")
+    table = Table(title=f"Tasks at {location} ({len(open_tasks)} open)")
+    widest = max((len(t["task_id"]) for t in [*open_tasks, *finished]), default=4)
+    table.add_column("task", no_wrap=True, min_width=widest)  # whole: it is what `claim` and `confirm` take
+    for name in ("kind", "for", "status", "worker"):
+        table.add_column(name)
+    table.add_column("lines (sku x qty @ bin)", overflow="fold")
+    table.add_column("wave")
     for task in [*open_tasks, *finished]:
         table.add_row(task["task_id"], task["kind"], task["subject"], _status(task), task.get("worker") or
                       task.get("done_by") or "", _lines(task), task.get("wave_id") or "")
@@ -95,7 +100,7 @@ def _status(task: dict[str, Any]) -> str:
 
 
 def _lines(task: dict[str, Any]) -> str:
-    return ", ".join(f"{ln['sku']} x{ln['qty']} @ {ln.get('bin') or '-'}" for ln in task["lines"])
+    return "\n".join(f"{ln['sku']} x{ln['qty']} @ {ln.get('bin') or '-'}" for ln in task["lines"])
 
 
 @tasks_app.command("claim")

@@ -106,6 +106,8 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
                       catalog=master.catalog)
         unit = store.unit(envelope.id, key)
         emits = node.handle(unit, message, envelope.id, ctx)
+        if store.undone:
+            log.warning("undone_partial_apply", message_id=envelope.id, keys=store.undone)
         changes = store.commit(unit, envelope.id, key)
         await sender.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
         replies = _replies(message, envelope.id, emits)
@@ -165,6 +167,8 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
         async def work(envelope: Envelope, message: Message, event: EventT) -> None:
             if not isinstance(message, TaskCreated):
                 return
+            if behaviour.pace_s:
+                await asyncio.sleep(behaviour.pace_s)
             confirm = worker.confirm(message)
             emit = Emit.to(WMS_COMMANDS, message.order_id, confirm, derived_id(envelope.id, "auto-confirm"),
                            location=location)

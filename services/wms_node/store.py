@@ -36,13 +36,17 @@ class UndoStore:
     def unit(self, message_id: str, primary: str) -> Unit:
         """A unit of work for one message (one at a time: the node's agent runs with concurrency 1)."""
         self._before: dict[str, str | None] = {}
+        self.undone: list[str] = []
 
         def load(key: str) -> str | None:
             rec = self.record(key)
             value: str | None = None
             if rec is not None:
-                # Written by an earlier, cut-short attempt at this very message: read it as it was before.
-                value = rec["p"] if rec["m"] == message_id and key != primary else rec["v"]
+                value = rec["v"]
+                if rec["m"] == message_id and key != primary:
+                    # Written by an earlier, cut-short attempt at this very message: read it as it was before.
+                    value = rec["p"]
+                    self.undone.append(key)
             self._before[key] = value
             return value
 

@@ -412,13 +412,14 @@ def test_a_message_cut_short_by_a_crash_is_applied_once_when_delivered_again() -
     n.store = UndoStore(n.table)
     reference = n.send(confirm, "crash-me")
     complete = dict(n.table)
-    written = n.table.log
+    written = list(n.table.log)
     assert written[-1] == f"task:O-1/a1/{LOCATION}/pick" and len(written) >= 4  # the primary entity last
     for cut in range(len(written) + 1):
         n.table.clear()
         dict.update(n.table, before)
         dict.update(n.table, {k: complete[k] for k in written[:cut]})
         assert n.send(confirm, "crash-me") == reference, f"cut after {cut} writes"
+        assert len(n.store.undone) == (cut if cut < len(written) else 0)
         assert {k: n.store.current(k) for k in n.table} == {k: n.store.current(k) for k in complete}
 
 

@@ -4,7 +4,8 @@
 - ``short_pick: [{sku, qty}]``: the pickers find ``qty`` fewer units of that SKU than asked, once;
 - ``reject_all: true``: the location refuses every request (decided by the node when it accepts);
 - ``short_receive: [{sku, qty}]`` / ``damaged: [{sku, qty}]``: at receiving, the counters find ``qty`` fewer
-  units than announced / ``qty`` damaged units, once per SKU.
+  units than announced / ``qty`` damaged units, once per SKU;
+- ``pace_s``: seconds each simulated worker takes per task (default 0: at once).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class WorkerBehaviour(BaseModel):
     reject_all: bool = False
     short_receive: list[SkuQty] = []
     damaged: list[SkuQty] = []
+    pace_s: float = Field(default=0.0, ge=0, le=60)
 
 
 def behaviour_for(location: str, raw: str | None) -> WorkerBehaviour:
