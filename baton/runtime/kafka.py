@@ -110,7 +110,7 @@ class Sender:
                 emit.message,
                 source=self.source,
                 correlationid=correlationid,
-                causationid=causationid,
+                causationid=emit.causationid or causationid,
                 event_id=emit.event_id,
             )
             topic = self.topic(emit.topic, emit.location)

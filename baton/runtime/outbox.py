@@ -27,10 +27,13 @@ class Emit(BaseModel):
     message: Message
     event_id: str
     location: str | None = None
+    causationid: str | None = None  # when not the message being handled (a wave released by a timer: the request)
 
     @classmethod
-    def to(cls, topic: TopicSpec, key: str, message: Message, event_id: str, location: str | None = None) -> Emit:
-        return cls(topic=topic.name, key=key, message=message, event_id=event_id, location=location)
+    def to(cls, topic: TopicSpec, key: str, message: Message, event_id: str, location: str | None = None,
+           causationid: str | None = None) -> Emit:
+        return cls(topic=topic.name, key=key, message=message, event_id=event_id, location=location,
+                   causationid=causationid)
 
     def stored(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Emit(BaseModel):
             "data": self.message.model_dump(mode="json"),
             "event_id": self.event_id,
             "location": self.location,
+            **({"causationid": self.causationid} if self.causationid else {}),
         }
 
     @classmethod
@@ -53,6 +57,7 @@ class Emit(BaseModel):
             message=model.model_validate(stored["data"]),
             event_id=stored["event_id"],
             location=stored.get("location"),
+            causationid=stored.get("causationid"),
         )
 
 

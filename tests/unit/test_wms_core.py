@@ -156,8 +156,11 @@ def test_the_node_holds_requests_until_the_wave_is_due_then_releases_them_togeth
     assert created(n.send(n.fulfil("O-2", ("MUG", 1)))) == []
     assert created(n.send(NodeTick(location=LOCATION))) == []  # not due yet: a tick changes nothing
     n.advance(4)
-    tasks = created(n.send(NodeTick(location=LOCATION)))
+    emits = n.send(NodeTick(location=LOCATION), "tick-1")
+    tasks = created(emits)
     assert sorted(t.order_id for t in tasks) == ["O-1", "O-2"]
+    # released by the timer, but caused by the requests: each task belongs to its order's story
+    assert sorted(e.causationid or "" for e in emits if isinstance(e.message, TaskCreated)) == ["m-1", "m-2"]
     assert {t.wave_id for t in tasks} == {f"{LOCATION}-W00001"}
     for k in range(3, 6):
         emits = n.send(n.fulfil(f"O-{k}", ("TEE", 1)))

@@ -62,7 +62,7 @@ class Fulfilment(Work):
         site.accepted = {d: n for d, n in site.accepted.items() if d >= day}
         site.accepted[day] = site.accepted.get(day, 0) + 1
         site.pending.append(Pending(order_id=order.order_id, request_id=rid, at=self.now,
-                                    units=sum(ln.qty for ln in request.lines)))
+                                    units=sum(ln.qty for ln in request.lines), cause=self.message_id))
         self.event(FulfilmentAccepted(request_id=rid, order_id=order.order_id, location=self.location), rid, "accepted")
         self.release_waves()
 
@@ -92,9 +92,9 @@ class Fulfilment(Work):
                 order = self.order(pending.order_id)
                 req = order.requests.get(pending.request_id) if order else None
                 if order is not None and req is not None and req.stage == "waiting":
-                    tasks.append(self._pick_task(order, req, wave_id))
-            for task in sorted(tasks, key=lambda t: self.layout.path_key(t.lines[0].bin)):
-                self.offer(task)
+                    tasks.append((self._pick_task(order, req, wave_id), pending.cause))
+            for task, cause in sorted(tasks, key=lambda tc: self.layout.path_key(tc[0].lines[0].bin)):
+                self.offer(task, causationid=cause or None)
 
     def _pick_task(self, order: OrderWork, req: Request, wave_id: str) -> Task:
         lines = []

@@ -46,6 +46,7 @@ class Pending(BaseModel):
     request_id: str
     at: datetime
     units: int
+    cause: str = ""  # the id of the FulfilOrder message: what the pick task released later is caused by
 
 
 class Site(BaseModel):

@@ -154,12 +154,12 @@ class Work:
         self.unit.add(task_key(task_id), task)
         return task
 
-    def offer(self, task: Task) -> None:
-        """Put a task on the location's task topic."""
+    def offer(self, task: Task, causationid: str | None = None) -> None:
+        """Put a task on the location's task topic (caused by the message handled, unless said otherwise)."""
         created = TaskCreated(task_id=task.task_id, kind=task.kind, order_id=task.subject, request_id=task.request_id,
                               location=self.location, lines=task.lines, wave_id=task.wave_id, parcels=task.parcels)
         self.emits.append(Emit.to(WMS_TASKS, task.task_id, created, derived_id(task.task_id, "created"),
-                                  location=self.location))
+                                  location=self.location, causationid=causationid))
 
     def task_update(self, task: Task, command_id: str | None = None, refused: str | None = None) -> None:
         update = TaskUpdated(task_id=task.task_id, location=self.location, kind=task.kind, status=task.status,
