@@ -32,12 +32,13 @@ from schemas.envelope import Envelope, derived_id
 from schemas.network import LocationConfigured
 from schemas.topics import CATALOG, NETWORK, WMS_COMMANDS, WMS_TASKS
 from schemas.wms import NodeTick, TaskCreated, TaskUpdated
-from services.wms_node.config import node_config
+from services.wms_node.config import config_row, node_config
 from services.wms_node.domain.model import Site, sku_key
 from services.wms_node.domain.node import WORKER_COMMANDS, Node, primary_key, skus_of
 from services.wms_node.domain.waves import next_due_at
 from services.wms_node.domain.work import Context, SiteInfo, SkuData
 from services.wms_node.domain.workers import AutoWorker, WorkerBehaviour, behaviour_for
+from services.wms_node.janitor import Janitor
 from services.wms_node.store import UndoStore
 from services.wms_node.views import NodeViews, reply_of
 from services.wms_node.web import attach_web
@@ -78,14 +79,17 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
     attach_heartbeat(app, read_model, service)
 
     behaviour = behaviour_for(location, os.environ.get("BATON_WORKERS")) if auto else WorkerBehaviour(location=location)
-    node = Node(location, node_config(location, os.environ.get("BATON_WMS_CONFIG"), reject_all=behaviour.reject_all))
+    raw_config = os.environ.get("BATON_WMS_CONFIG")
+    node = Node(location, node_config(location, raw_config, reject_all=behaviour.reject_all))
     store = UndoStore(table)
+    janitor = Janitor(config_row(location, raw_config).retain_s)
     master = MasterData(location)
     feeds = [
         TopicFeed(settings.kafka_bootstrap, full_topic_name(settings, NETWORK), master.on_network),
         TopicFeed(settings.kafka_bootstrap, full_topic_name(settings, CATALOG), master.on_catalog),
     ]
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+    views_lock = asyncio.Lock()
 
     for feed in feeds:
         app.task(feed.run)
@@ -109,9 +113,17 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
         if store.undone:
             log.warning("undone_partial_apply", message_id=envelope.id, keys=store.undone)
         changes = store.commit(unit, envelope.id, key)
+        janitor.observe(changes, envelope.time)
+        if isinstance(message, NodeTick):
+            expired = janitor.due(envelope.time)
+            for gone in expired:
+                del table[gone]
+            janitor.forget(expired)
+            changes += [(gone, None) for gone in expired]
         await sender.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
         replies = _replies(message, envelope.id, emits)
-        await views.write(changes, replies)
+        async with views_lock:
+            await views.write(changes, replies)
         for command_id, reply in replies.items():
             future = waiting.pop(command_id, None)
             if future is not None and not future.done():
@@ -128,9 +140,13 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
     async def timer() -> None:
         if not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
             return
+        now = datetime.now(UTC)
         if not ticking["views"]:
             ticking["views"] = True
-            await views.write(((k, store.current(k)) for k in list(table.keys())), {})
+            async with views_lock:  # the whole table as it is now, never written over an agent's newer views
+                everything = [(k, store.current(k)) for k in list(table.keys())]
+                janitor.observe(everything, now)
+                await views.write(everything, {})
         raw = table.get("site")
         if raw is None:
             return
@@ -138,9 +154,9 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
             ticking["raw"], ticking["site"] = raw, Site.model_validate_json(store.current("site") or "{}")
         site = ticking["site"]
         assert isinstance(site, Site)
-        now = datetime.now(UTC)
         wave_at = next_due_at(site.pending, site.waves)
         due = (wave_at is not None and wave_at <= now) or any(until <= now for until in site.claims.values())
+        due = due or bool(janitor.due(now))
         if due and time.monotonic() - float(ticking["sent"]) >= TICK_AGAIN_AFTER_S:  # type: ignore[arg-type]
             ticking["sent"] = time.monotonic()
             tick = Emit.to(WMS_COMMANDS, location, NodeTick(location=location), derived_id(location, "tick", now),

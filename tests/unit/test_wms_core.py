@@ -33,7 +33,9 @@ from services.wms_node.domain.model import BinMap, Pending, SkuStock, Task, Wave
 from services.wms_node.domain.slotting import propose
 from services.wms_node.domain.stock import allocate_pick, plan_put_away
 from services.wms_node.domain.waves import due_wave, next_due_at, waves_due
+from services.wms_node.domain.work import NodeConfig
 from services.wms_node.domain.workers import AutoWorker, behaviour_for
+from services.wms_node.janitor import Janitor
 from services.wms_node.store import UndoStore
 from tests.unit.wms_support import LOCATION, SMALL, T0, NodeHarness, created, of_type, one_task
 
@@ -478,3 +480,28 @@ def test_node_config_from_the_environment() -> None:
     assert config.layout == LayoutSpec(aisles=20) and config.waves == WaveRules(max_orders=50)
     assert node_config("OTHER", raw).claim_ttl_s == 60 and node_config("OTHER", raw).layout is None
     assert node_config(LOCATION, None, reject_all=True).reject_all
+
+
+def test_finished_entities_leave_after_their_retention() -> None:
+    n = NodeHarness(ledger={"TEE": 10})
+    n.send(n.fulfil("O-1", ("TEE", 1)))
+    n.send(n.fulfil("O-2", ("TEE", 1)))
+    for kind in ("pick", "pack", "ship"):
+        n.send(n.confirm(f"O-1/a1/{LOCATION}/{kind}"))
+    janitor = Janitor(retain_s=60)
+    janitor.observe([(k, n.store.current(k)) for k in n.table], T0)
+    finished = {"order:O-1", *(f"task:O-1/a1/{LOCATION}/{k}" for k in ("pick", "pack", "ship"))}
+    assert set(janitor.since) == finished  # O-2 is still being picked; sites, bins and SKUs are never removed
+    assert janitor.due(T0 + timedelta(seconds=59)) == []
+    assert set(janitor.due(T0 + timedelta(seconds=60))) == finished
+    janitor.observe([("order:O-1", None)], T0)
+    assert "order:O-1" not in janitor.since
+
+
+def test_a_claim_runs_no_longer_than_the_location_allows() -> None:
+    n = NodeHarness(ledger={"TEE": 10})
+    n.node.config = NodeConfig(layout=SMALL, waves=WaveRules(max_orders=1), claim_ttl_s=120)
+    pick = one_task(n.send(n.fulfil("O-1", ("TEE", 1))))
+    update = of_type(n.send(ClaimTask(task_id=pick.task_id, order_id="O-1", location=LOCATION, worker="ann",
+                                      ttl_s=86_400)), TaskUpdated)[0]
+    assert update.claimed_until == T0 + timedelta(seconds=120)

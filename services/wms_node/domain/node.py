@@ -148,7 +148,8 @@ class Run(Fulfilment, Receiving, Counting):
         task = self.task(command.task_id)
         if task is None:
             return
-        refused = claims.claim(task, command.worker, self.now, command.ttl_s, self.message_id)
+        ttl_s = min(command.ttl_s, self.config.claim_ttl_s)
+        refused = claims.claim(task, command.worker, self.now, ttl_s, self.message_id)
         if refused is None and task.claimed_until is not None:
             self.site().claims[task.task_id] = task.claimed_until
         self.task_update(task, self.message_id, refused)

@@ -1,0 +1,51 @@
+"""Which of the node's entities are finished, and since when: they leave the table after ``retain_s``.
+
+Finished: a task done or withdrawn, an order whose every request shipped, was handed over, withdrawn,
+rejected or found short, a delivery received. Long after that, nothing will be delivered again that needs
+them (the messages that touched them were committed long before), so the node's agent deletes them while
+handling one of its own ticks. Kept in memory and rebuilt from the table at start (an entity then counts as
+finished from the start); no faust import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import orjson
+
+from services.wms_node.domain.model import FINISHED_STAGES
+
+DEFAULT_RETAIN_S = 6 * 3600.0
+
+
+def finished(key: str, value: str | None) -> bool:
+    kind = key.split(":", 1)[0]
+    if value is None or kind not in ("task", "order", "supply"):
+        return False
+    doc = orjson.loads(value)
+    if kind == "task":
+        return doc["status"] in ("done", "cancelled")
+    if kind == "order":
+        return bool(doc["requests"]) and all(r["stage"] in FINISHED_STAGES for r in doc["requests"].values())
+    return doc["stage"] == "received"  # type: ignore[no-any-return]
+
+
+class Janitor:
+    def __init__(self, retain_s: float = DEFAULT_RETAIN_S) -> None:
+        self.retain = timedelta(seconds=retain_s)
+        self.since: dict[str, datetime] = {}
+
+    def observe(self, changes: Iterable[tuple[str, str | None]], now: datetime) -> None:
+        for key, value in changes:
+            if finished(key, value):
+                self.since.setdefault(key, now)
+            else:
+                self.since.pop(key, None)
+
+    def due(self, now: datetime) -> list[str]:
+        return sorted(k for k, since in self.since.items() if since + self.retain <= now)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.since.pop(key, None)
