@@ -59,6 +59,9 @@ class WorkerBehaviour(Strict):
     location: LocationId
     short_pick: list[ShortPick] = []
     reject_all: bool = False
+    short_receive: list[ShortPick] = []  # at receiving, qty fewer units than announced arrive, once per SKU
+    damaged: list[ShortPick] = []  # at receiving, qty of the units that arrive are damaged, once per SKU
+    pace_s: float = Field(default=0.0, ge=0, le=60)  # seconds a simulated worker takes per task
 
 
 class ScenarioOrder(Strict):

@@ -34,10 +34,12 @@ from baton.scenario.model import (
     supply_arrivals,
 )
 from baton.stack.local import LocalStack, ensured_stack
+from schemas.catalog import SkuConfigured
 from schemas.inventory import CountStock, RecordSupply, StockMoved
 from schemas.network import Location, LocationConfigured, RuleSetPublished
 from schemas.orders import OrderCancelRequested, OrderPlaced, PickupCollected, ReturnRequested
 from schemas.topics import (
+    CATALOG,
     DEAD_LETTERS,
     INVENTORY_COMMANDS,
     INVENTORY_MOVEMENTS,
@@ -135,6 +137,9 @@ class ScenarioRun:
         for loc in self.scenario.locations:
             configured = LocationConfigured(location=Location(**loc.model_dump()), network_version=1)
             await publisher.publish(NETWORK, loc.id, configured)
+        for item in self.scenario.skus:  # unit weight and volume: the WMS nodes pack by them
+            master = SkuConfigured(sku=item.sku, weight_g=item.weight_g, volume_cm3=item.volume_cm3, price=item.price)
+            await publisher.publish(CATALOG, item.sku, master)
         if self.scenario.rules:
             rules = parse_rule_set(self.scenario.rules, "rules")
             published = RuleSetPublished(name=rules.name, version=rules.version, document=self.scenario.rules)
