@@ -106,10 +106,13 @@ class Sender:
 
     async def send(self, emits: list[Emit], *, correlationid: str, causationid: str | None) -> None:
         for emit in emits:
+            # a message about one order is correlated with that order, even when a batch (a wave, a count)
+            # caused it: every event can be traced back to the order it concerns
+            order_id = getattr(emit.message, "order_id", None)
             envelope = envelope_for(
                 emit.message,
                 source=self.source,
-                correlationid=correlationid,
+                correlationid=order_id if isinstance(order_id, str) and order_id else correlationid,
                 causationid=emit.causationid or causationid,
                 event_id=emit.event_id,
             )

@@ -55,6 +55,12 @@ async def _story(settings: Settings) -> None:
         await publisher.publish(INVENTORY_COMMANDS, "TEE", RecordSupply(supply_id="PO-1", sku="TEE", location="WH-1",
                                                                         qty=10, eta=eta))
         await publisher.publish(ORDERS_INBOUND, "O-SHIP", ship_order("O-SHIP", {"TEE": 3}))
+        await publisher.flush()
+
+        async def first_shipped() -> bool:
+            return (await order_statuses(settings, ["O-SHIP"]))["O-SHIP"] == "shipped"
+
+        await wait_for(first_shipped, 90, "the first order to ship")  # then the second finds no stock left
         await publisher.publish(ORDERS_INBOUND, "O-WAIT", ship_order("O-WAIT", {"TEE": 4}))
         await publisher.flush()
 
