@@ -22,7 +22,7 @@ from baton.runtime.admin import ensure_topics
 from baton.runtime.settings import Settings
 from schemas.topics import ORDERS_INBOUND
 from services.wms_node.views import NodeViews
-from tests.support import load_network_and_stock, order_statuses, ship_order, wait_for, warehouse
+from tests.support import availability, load_network_and_stock, order_statuses, ship_order, wait_for, warehouse
 
 pytestmark = pytest.mark.e2e
 LOC = "WH-1"
@@ -123,6 +123,20 @@ def test_a_person_works_the_queue_and_the_order_moves_on(settings: Settings, nod
     assert shown.returncode == 0, shown.stderr.decode()
     [shipment] = orjson.loads(shown.stdout)["view"]["shipments"]
     assert shipment["location"] == LOC and shipment["tracking"].startswith("BT")
+
+    # a cycle count by a person finds one unit fewer than the books: the bin and the ledger follow
+    assert baton(settings, "wms", "count", "-l", LOC, "--sku", "TEE").returncode == 0
+    count = open_task(settings, "count")
+    [line] = count["lines"]
+    assert (line["sku"], line["qty"]) == ("TEE", 10 - 2)
+    counted = baton(settings, "wms", "tasks", "confirm", count["task_id"], "-l", LOC, "-w", "ann",
+                    "--counted", f"TEE@{line['bin']}=7")
+    assert counted.returncode == 0, counted.stderr.decode()
+
+    async def adjusted() -> bool:
+        return (await availability(settings, "TEE"))[LOC]["on_hand"] == 10 - 2 - 1
+
+    asyncio.run(wait_for(adjusted, 60, "the ledger to follow the count"))
 
     slotting = baton(settings, "wms", "slotting", "-l", LOC, "--json")
     assert slotting.returncode == 0, slotting.stderr.decode()

@@ -157,13 +157,24 @@ def _assert_ledger_exact(settings: Settings, ordered: dict[str, dict[str, int]])
     shipped: Counter[str] = Counter()
     for lines in ordered.values():
         shipped.update(lines)
+    books = asyncio.run(_node_books(settings))
     for sku in SKUS:
         position = asyncio.run(availability(settings, sku))[LOC]
         assert position["reserved"] == 0, f"{sku}: a reservation was never ended or ended twice"
         assert position["on_hand"] == STOCK - shipped[sku], f"{sku}: stock moved twice or not at all"
+        assert sum(books[sku]["bins"].values()) == STOCK - shipped[sku], f"{sku}: the node's bins disagree"
+        assert books[sku]["allocated"] == {}, f"{sku}: units still allocated to picks"
     movements = asyncio.run(read_topic(settings, full_topic_name(settings, INVENTORY_MOVEMENTS)))
     per_cause: Counter[tuple[str, str]] = Counter()
     for env in {env.id: env for env, _ in movements if env is not None}.values():
         moved = StockMoved.model_validate(env.data)
         per_cause[(moved.cause_id, moved.kind)] += 1
     assert max(per_cause.values()) == 1, "one cause moved stock twice"
+
+
+async def _node_books(settings: Settings) -> dict[str, dict[str, Any]]:
+    views = NodeViews(settings.redis_url, settings.namespace, LOC)
+    try:
+        return await views.skus()
+    finally:
+        await views.close()

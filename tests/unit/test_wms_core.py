@@ -505,3 +505,12 @@ def test_a_claim_runs_no_longer_than_the_location_allows() -> None:
     update = of_type(n.send(ClaimTask(task_id=pick.task_id, order_id="O-1", location=LOCATION, worker="ann",
                                       ttl_s=86_400)), TaskUpdated)[0]
     assert update.claimed_until == T0 + timedelta(seconds=120)
+
+
+def test_a_sku_released_in_a_later_wave_is_slotted_with_the_ledger_stock_seen_at_acceptance() -> None:
+    n = NodeHarness(waves=WaveRules(max_orders=5, max_wait_s=1), ledger={"TEE": 12})
+    n.send(n.fulfil("O-1", ("TEE", 2)))
+    n.advance(1)
+    pick = one_task(n.send(NodeTick(location=LOCATION)))
+    assert pick.lines[0].qty == 2
+    assert n.stock("TEE").on_hand == 12 and n.stock("TEE").allocated == {pick.lines[0].bin: 2}

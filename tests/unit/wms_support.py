@@ -20,7 +20,7 @@ from schemas.wms import (
 )
 from services.wms_node.domain.layout import LayoutSpec
 from services.wms_node.domain.model import Site, SkuStock, Task, WaveRules, sku_key, task_key
-from services.wms_node.domain.node import Node, primary_key
+from services.wms_node.domain.node import Node, primary_key, skus_of
 from services.wms_node.domain.work import Context, NodeConfig, SiteInfo, SkuData
 from services.wms_node.store import UndoStore
 
@@ -57,7 +57,9 @@ class NodeHarness:
         message_id = message_id or f"m-{self.n}"
         key = primary_key(message)
         unit = self.store.unit(message_id, key)
-        ctx = Context(now=self.now, info=self.info, ledger=self.ledger, catalog=self.catalog)
+        # like the node's agent: the ledger's on-hand only for the message's SKUs the node has not met yet
+        ledger = {s: self.ledger.get(s, 0) for s in skus_of(message) if sku_key(s) not in self.table}
+        ctx = Context(now=self.now, info=self.info, ledger=ledger, catalog=self.catalog)
         emits = self.node.handle(unit, message, message_id, ctx)
         self.store.commit(unit, message_id, key)
         return emits

@@ -57,6 +57,8 @@ class Fulfilment(Work):
             self.event(FulfilmentRejected(request_id=rid, order_id=order.order_id, location=self.location,
                                           reason=reason), rid, "rejected")
             return
+        for line in request.lines:
+            self.sku(line.sku)  # met now, with the ledger's on-hand as of now, even if picked in a later wave
         site = self.site()
         day = self.now.date().isoformat()
         site.accepted = {d: n for d, n in site.accepted.items() if d >= day}
