@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -514,3 +515,16 @@ def test_a_sku_released_in_a_later_wave_is_slotted_with_the_ledger_stock_seen_at
     pick = one_task(n.send(NodeTick(location=LOCATION)))
     assert pick.lines[0].qty == 2
     assert n.stock("TEE").on_hand == 12 and n.stock("TEE").allocated == {pick.lines[0].bin: 2}
+
+
+def test_a_backlog_is_released_a_few_waves_per_tick() -> None:
+    n = NodeHarness(waves=WaveRules(max_orders=100, max_wait_s=1), ledger={"TEE": 10_000})
+    for k in range(30):
+        n.send(n.fulfil(f"O-{k}", ("TEE", 1)))
+    n.node.config = NodeConfig(layout=SMALL, waves=WaveRules(max_orders=4, max_wait_s=1))
+    n.site()  # the site keeps the rules it was created with: change them as a reconfigured site would
+    site = n.site().model_copy(update={"waves": WaveRules(max_orders=4, max_wait_s=1)})
+    n.table["site"] = orjson.dumps({"m": "reconfigured", "v": site.model_dump_json(), "p": None})
+    n.advance(2)
+    assert len(created(n.send(NodeTick(location=LOCATION)))) == 5 * 4
+    assert len(created(n.send(NodeTick(location=LOCATION)))) == 30 - 20

@@ -37,6 +37,7 @@ from services.wms_node.domain.waves import waves_due
 from services.wms_node.domain.work import Work
 
 PACKING_BENCH = "PACK"
+MAX_WAVES_AT_ONCE = 5
 COUNTER = "COUNTER"
 
 
@@ -85,7 +86,9 @@ class Fulfilment(Work):
 
     def release_waves(self) -> None:
         site = self.site()
-        for batch in waves_due(site.pending, site.waves, self.now):
+        # At most a few waves per message: what one message emits is stored with it (and a record has a size
+        # limit); when more are due, the node's timer sends another tick at once.
+        for batch in waves_due(site.pending, site.waves, self.now)[:MAX_WAVES_AT_ONCE]:
             site.wave_seq += 1
             wave_id = f"{self.location}-W{site.wave_seq:05d}"
             del site.pending[: len(batch)]

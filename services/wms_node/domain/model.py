@@ -2,6 +2,7 @@
 
 Entities:
   ``site``            the location: layout, wave rules, accepted-per-day, the wave buffer, live claims
+  ``journal``         the applied log of the messages about the whole location (ticks, count requests)
   ``bins``            which SKU owns which bin (one SKU per bin)
   ``sku:{sku}``       a SKU's stock per bin, units allocated to open picks, its home bin, its demand
   ``order:{id}``      the fulfilment requests of one order at this location
@@ -9,7 +10,7 @@ Entities:
   ``supply:{id}``     one delivery being received
 
 A message's *primary* entity (the order of a request, the task of a claim or confirmation, the delivery of a
-SupplyArrived, the site for timer ticks and counts) records the message id with the messages it emitted, so a
+SupplyArrived, the journal for timer ticks and counts) records the message id with the messages it emitted, so a
 re-delivered message replays them instead of acting twice.
 """
 
@@ -58,11 +59,21 @@ class Site(BaseModel):
     pending: list[Pending] = []
     wave_seq: int = 0
     claims: dict[str, datetime] = {}
-    applied: AppliedLog = AppliedLog(keep_ids=200, keep_emits=8)
 
     @property
     def key(self) -> str:
         return "site"
+
+
+class Journal(BaseModel):
+    """The applied log of the messages about the whole location (the timer's ticks, count requests): kept apart
+    from the site, which every accepted request rewrites, because a tick's emits (a wave's tasks) are large."""
+
+    applied: AppliedLog = AppliedLog(keep_ids=200, keep_emits=4)
+
+    @property
+    def key(self) -> str:
+        return "journal"
 
 
 class BinMap(BaseModel):
@@ -177,10 +188,11 @@ def supply_key(supply_id: str) -> str:
     return f"supply:{supply_id}"
 
 
-Entity = Site | BinMap | SkuStock | OrderWork | Task | Supply
+Entity = Site | Journal | BinMap | SkuStock | OrderWork | Task | Supply
 E = TypeVar("E", bound=BaseModel)
 KINDS: dict[str, type[BaseModel]] = {
-    "site": Site, "bins": BinMap, "sku": SkuStock, "order": OrderWork, "task": Task, "supply": Supply,
+    "site": Site, "journal": Journal, "bins": BinMap, "sku": SkuStock,
+    "order": OrderWork, "task": Task, "supply": Supply,
 }
 
 

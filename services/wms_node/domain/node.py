@@ -24,7 +24,7 @@ from schemas.wms import (
 from services.wms_node.domain import claims
 from services.wms_node.domain.counts import Counting
 from services.wms_node.domain.fulfilment import Fulfilment
-from services.wms_node.domain.model import Task, Unit, entity_type, order_key, supply_key, task_key
+from services.wms_node.domain.model import Journal, Task, Unit, entity_type, order_key, supply_key, task_key
 from services.wms_node.domain.receiving import Receiving
 from services.wms_node.domain.stock import put_away_done
 from services.wms_node.domain.work import Context, NodeConfig
@@ -42,7 +42,7 @@ def primary_key(message: Message) -> str:
         case SupplyArrived():
             return supply_key(message.supply_id)
         case NodeTick() | RequestCount():
-            return "site"
+            return "journal"
     raise ValueError(f"the WMS node does not handle {message.event_type}")
 
 
@@ -72,6 +72,9 @@ class Node:
         run = Run(self.location, self.config, unit, ctx, message_id)
         run.dispatch(message)
         primary = unit.get(key, kind)
+        if primary is None and kind is Journal:
+            primary = Journal()
+            unit.add(key, primary)
         if primary is not None:
             _applied(primary).record(message_id, run.emits)
         return run.emits
