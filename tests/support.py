@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from baton.processes import ServiceSet
 from baton.publish import Publisher
 from baton.runtime import replay
-from baton.runtime.admin import wait_caught_up
+from baton.runtime.admin import ensure_topics, wait_caught_up
 from baton.runtime.readmodel import ReadModel
 from baton.runtime.settings import Settings
 from schemas.envelope import Envelope
@@ -81,3 +83,20 @@ async def quiescent(settings: Settings, locations: list[str]) -> bool:
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[Envelope | None, bytes]]:
     return await replay.read_topic(settings, topic)
+
+
+@contextlib.contextmanager
+def running_services(
+    settings: Settings, locations: list[Location], stock: dict[tuple[str, str], int]
+) -> Iterator[ServiceSet]:
+    """Topics, network and stock loaded, then every service as its own process; stopped on exit."""
+    ids = [loc.id for loc in locations]
+    asyncio.run(ensure_topics(settings, ids))
+    asyncio.run(load_network_and_stock(settings, locations, stock))
+    running = ServiceSet(settings, ids)
+    running.start()
+    try:
+        asyncio.run(running.wait_ready())
+        yield running
+    finally:
+        running.stop()

@@ -18,6 +18,19 @@ import redis.asyncio as aioredis
 
 from schemas.inventory import AvailabilityChanged
 
+# HSET key field doc unless the stored doc has a higher "version" (ARGV: field, doc, version)
+_HSET_IF_NOT_OLDER = """
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local ok, doc = pcall(cjson.decode, stored)
+  if ok and type(doc) == 'table' and doc['version'] and tonumber(doc['version']) > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 
 class ReadModel:
     def __init__(self, redis_url: str, namespace: str) -> None:
@@ -55,11 +68,17 @@ class ReadModel:
         return sorted(_text(m) for m in members)
 
     async def write_availability(self, changes: Iterable[AvailabilityChanged]) -> None:
+        """Write positions, never replacing a newer version with an older one.
+
+        A re-delivered command replays the events it emitted the first time, with the availability of that
+        moment; the version guard keeps such a replay from overwriting what the ledger has since become.
+        """
         pipe = self.redis.pipeline(transaction=False)
         skus = set()
         for change in changes:
             skus.add(change.sku)
-            pipe.hset(self._key("stock", change.sku), change.location, orjson.dumps(change.model_dump()))
+            document = orjson.dumps(change.model_dump(mode="json"))
+            pipe.eval(_HSET_IF_NOT_OLDER, 1, self._key("stock", change.sku), change.location, document, change.version)
         if skus:
             pipe.sadd(self._key("skus"), *skus)
             await pipe.execute()

@@ -10,7 +10,6 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import ensure_topics
 from baton.runtime.kafka import full_topic_name
 from baton.runtime.settings import Settings
 from schemas.inventory import RecordSupply
@@ -18,10 +17,10 @@ from schemas.orders import OrderCancelRequested
 from schemas.topics import INVENTORY_COMMANDS, ORDERS_EVENTS, ORDERS_INBOUND
 from tests.support import (
     availability,
-    load_network_and_stock,
     order_statuses,
     quiescent,
     read_topic,
+    running_services,
     ship_order,
     wait_for,
     warehouse,
@@ -32,15 +31,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[ServiceSet]:
-    asyncio.run(ensure_topics(settings, ["WH-1"]))
-    asyncio.run(load_network_and_stock(settings, [warehouse("WH-1")], {("WH-1", "TEE"): 3}))
-    running = ServiceSet(settings, ["WH-1"])
-    running.start()
-    try:
-        asyncio.run(running.wait_ready())
+    with running_services(settings, [warehouse("WH-1")], {("WH-1", "TEE"): 3}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_cancel_before_shipment_releases_and_after_shipment_is_refused(

@@ -10,27 +10,26 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import ensure_topics
 from baton.runtime.kafka import full_topic_name
 from baton.runtime.settings import Settings
 from schemas.network import DeadLettered
 from schemas.topics import DEAD_LETTERS, ORDERS_INBOUND
-from tests.support import load_network_and_stock, order_statuses, read_topic, ship_order, wait_for, warehouse
+from tests.support import (
+    order_statuses,
+    read_topic,
+    running_services,
+    ship_order,
+    wait_for,
+    warehouse,
+)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[ServiceSet]:
-    asyncio.run(ensure_topics(settings, ["WH-1"]))
-    asyncio.run(load_network_and_stock(settings, [warehouse("WH-1")], {("WH-1", "TEE"): 20}))
-    running = ServiceSet(settings, ["WH-1"])
-    running.start()
-    try:
-        asyncio.run(running.wait_ready())
+    with running_services(settings, [warehouse("WH-1")], {("WH-1", "TEE"): 20}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_garbage_and_invalid_orders_are_dead_lettered_and_later_orders_ship(

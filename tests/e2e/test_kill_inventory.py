@@ -10,17 +10,17 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import consumer_lag, ensure_topics
+from baton.runtime.admin import consumer_lag
 from baton.runtime.kafka import full_topic_name
 from baton.runtime.settings import Settings
 from schemas.inventory import StockMoved
 from schemas.topics import INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, ORDERS_INBOUND
 from tests.support import (
     availability,
-    load_network_and_stock,
     order_statuses,
     quiescent,
     read_topic,
+    running_services,
     ship_order,
     wait_for,
     warehouse,
@@ -34,16 +34,8 @@ STOCK = 400
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[ServiceSet]:
-    stock = {("WH-1", sku): STOCK for sku in SKUS}
-    asyncio.run(ensure_topics(settings, ["WH-1"]))
-    asyncio.run(load_network_and_stock(settings, [warehouse("WH-1")], stock))
-    running = ServiceSet(settings, ["WH-1"])
-    running.start()
-    try:
-        asyncio.run(running.wait_ready())
+    with running_services(settings, [warehouse("WH-1")], {("WH-1", sku): STOCK for sku in SKUS}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_inventory_killed_mid_run_loses_and_doubles_nothing(settings: Settings, services: ServiceSet) -> None:

@@ -406,7 +406,9 @@ def test_reserving_into_safety_stock_is_an_oversell() -> None:
 def test_stock_that_moved_without_a_shipment_breaks_conservation() -> None:
     stock = {"WH-PAR": {"TEE-M": position(7)}}
     violations = check_invariants(SCENARIO, {"O-1": shipped_order(2)}, stock)
-    assert violations == ["conservation: TEE-M@WH-PAR on hand 7, expected 8 (initial + received - shipped +- adjustments)"]
+    assert violations == [
+        "conservation: TEE-M@WH-PAR on hand 7, expected 8 (initial + received - shipped +- adjustments)"
+    ]
 
 
 def test_a_shipment_from_a_location_without_that_stock_breaks_conservation() -> None:
