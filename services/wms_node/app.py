@@ -40,7 +40,7 @@ from services.wms_node.domain.work import Context, SiteInfo, SkuData
 from services.wms_node.domain.workers import AutoWorker, WorkerBehaviour, behaviour_for
 from services.wms_node.janitor import Janitor
 from services.wms_node.store import UndoStore
-from services.wms_node.views import NodeViews, reply_of
+from services.wms_node.views import NodeViews, ViewWriter, reply_of
 from services.wms_node.web import attach_web
 
 log = get_logger(__name__)
@@ -89,7 +89,8 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
         TopicFeed(settings.kafka_bootstrap, full_topic_name(settings, CATALOG), master.on_catalog),
     ]
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
-    views_lock = asyncio.Lock()
+    writer = ViewWriter(views)
+    app.task(writer.run)
 
     for feed in feeds:
         app.task(feed.run)
@@ -122,8 +123,7 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
             changes += [(gone, None) for gone in expired]
         await sender.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
         replies = _replies(message, envelope.id, emits)
-        async with views_lock:
-            await views.write(changes, replies)
+        writer.put(changes, replies)
         for command_id, reply in replies.items():
             future = waiting.pop(command_id, None)
             if future is not None and not future.done():
@@ -143,10 +143,9 @@ def build(settings: Settings, location: str, auto: bool = False, web_port: int |
         now = datetime.now(UTC)
         if not ticking["views"]:
             ticking["views"] = True
-            async with views_lock:  # the whole table as it is now, never written over an agent's newer views
-                everything = [(k, store.current(k)) for k in list(table.keys())]
-                janitor.observe(everything, now)
-                await views.write(everything, {})
+            everything = [(k, store.current(k)) for k in list(table.keys())]
+            janitor.observe(everything, now)
+            writer.put(everything, {})  # queued like the agent's: nothing newer is written over
         raw = table.get("site")
         if raw is None:
             return

@@ -11,11 +11,13 @@ Keys (``{ns}`` the namespace, ``{loc}`` the location):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 REPLY_TTL_S = 600
 DONE_KEPT = 200
@@ -110,3 +112,41 @@ def reply_of(update: dict[str, Any] | None, command_id: str) -> dict[str, Any]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class ViewWriter:
+    """Writes the views behind the agent: it queues what changed and one task writes it, in order, coalescing
+    what piled up into one pipeline, so the agent never waits for Redis. A crash loses only views, which the
+    node rebuilds from its table at start."""
+
+    def __init__(self, views: NodeViews, retry_s: float = 0.5) -> None:
+        self.views = views
+        self.retry_s = retry_s
+        self._changes: dict[str, str | None] = {}
+        self._replies: dict[str, dict[str, Any]] = {}
+        self._ready = asyncio.Event()
+        self.written = 0
+
+    def put(self, changes: Iterable[tuple[str, str | None]], replies: dict[str, dict[str, Any]]) -> None:
+        for key, value in changes:
+            self._changes.pop(key, None)  # the latest value of a key, in the order of its latest change
+            self._changes[key] = value
+        self._replies.update(replies)
+        self._ready.set()
+
+    def idle(self) -> bool:
+        return not self._changes and not self._replies
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            changes, replies = list(self._changes.items()), self._replies
+            self._changes, self._replies = {}, {}
+            while True:
+                try:
+                    await self.views.write(changes, replies)
+                    self.written += len(changes)
+                    break
+                except (OSError, redis.exceptions.RedisError):
+                    await asyncio.sleep(self.retry_s)

@@ -56,7 +56,10 @@ def attach_web(app: faust.App, *, location: str, store: UndoStore, views: NodeVi
             message = build(task, document)
         except (ValueError, ValidationError) as exc:
             return view.json({"task_id": task["task_id"], "refused": str(exc)}, status=400)
-        reply = await send(message)
+        try:
+            reply = await send(message)
+        except TimeoutError:
+            return view.json({"task_id": task["task_id"], "refused": "the node did not decide in time"}, status=504)
         return view.json(reply, status=409 if reply.get("refused") else 200)
 
     @app.page("/wms/tasks")

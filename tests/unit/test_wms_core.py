@@ -3,7 +3,9 @@ slotting, receiving, cycle counts, the undo store, the auto-workers and the comm
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -38,6 +40,7 @@ from services.wms_node.domain.work import NodeConfig
 from services.wms_node.domain.workers import AutoWorker, behaviour_for
 from services.wms_node.janitor import Janitor
 from services.wms_node.store import UndoStore
+from services.wms_node.views import ViewWriter
 from tests.unit.wms_support import LOCATION, SMALL, T0, NodeHarness, created, of_type, one_task
 
 LAYOUT = Layout(SMALL)
@@ -528,3 +531,23 @@ def test_a_backlog_is_released_a_few_waves_per_tick() -> None:
     n.advance(2)
     assert len(created(n.send(NodeTick(location=LOCATION)))) == 5 * 4
     assert len(created(n.send(NodeTick(location=LOCATION)))) == 30 - 20
+
+
+def test_the_view_writer_coalesces_in_order_and_keeps_the_latest_value() -> None:
+    written: list[tuple[list[tuple[str, str | None]], dict[str, Any]]] = []
+
+    class Views:
+        async def write(self, changes: list[tuple[str, str | None]], replies: dict[str, Any]) -> None:
+            written.append((changes, replies))
+
+    async def play() -> None:
+        writer = ViewWriter(Views())  # type: ignore[arg-type]
+        writer.put([("task:a", "1"), ("sku:X", "x1")], {})
+        writer.put([("task:a", "2"), ("task:b", "b")], {"cmd": {"status": "done"}})
+        task = asyncio.create_task(writer.run())
+        while not writer.idle() or not written:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(play())
+    assert written == [([("sku:X", "x1"), ("task:a", "2"), ("task:b", "b")], {"cmd": {"status": "done"}})]
