@@ -267,3 +267,21 @@ def test_stock_reserved_after_cancellation_is_given_back() -> None:
     late = story.send(StockReserved(reservation_id=reserve.reservation_id, order_id="O-1", sku="X",  # type: ignore[attr-defined]
                                     location="WH-A", qty=1))
     assert late == [] and story.st.status == "cancelled"
+
+
+def test_the_store_hears_of_the_collection_and_of_the_expiry() -> None:
+    from schemas.wms import HandOver, ReadyForPickup
+
+    collected = Story({"X": {"ST-P": 2}})
+    fulfil = of(hold_all(collected, collected.send(order(PickupAt(location="ST-P"), X=1))), FulfilOrder)
+    collected.send(ReadyForPickup(request_id=fulfil[0].request_id, order_id="O-1", location="ST-P",  # type: ignore[attr-defined]
+                                  lines=fulfil[0].lines))  # type: ignore[attr-defined]
+    handover = of(collected.send(PickupCollected(order_id="O-1")), HandOver)
+    assert [(h.location, h.request_id) for h in handover] == [("ST-P", fulfil[0].request_id)]  # type: ignore[attr-defined]
+
+    lapsed = Story({"X": {"ST-P": 2}})
+    fulfil = of(hold_all(lapsed, lapsed.send(order(ReserveAt(location="ST-P", hold_s=5), X=1))), FulfilOrder)
+    withdrawn = of(lapsed.deadline_reached(), CancelFulfilment)
+    assert [(c.location, c.request_id, c.reason) for c in withdrawn] == [  # type: ignore[attr-defined]
+        ("ST-P", fulfil[0].request_id, "not collected")  # type: ignore[attr-defined]
+    ]

@@ -61,6 +61,7 @@ from schemas.wms import (
     FulfilmentRejected,
     FulfilOrder,
     HandedOver,
+    HandOver,
     ItemsPicked,
     ParcelShipped,
     ReadyForPickup,
@@ -651,14 +652,29 @@ class _Step:
                                          qty=p.effective, shipment_id=f"handover:{state.order_id}")
             self._emit(INVENTORY_COMMANDS, p.sku, consume, p.reservation_id)
         location = state.order.delivery.location if isinstance(state.order.delivery, PickupAt | ReserveAt) else ""
+        self._store_requests("collected", lambda request_id: HandOver(order_id=state.order_id, location=location,
+                                                                        request_id=request_id))
         if handed:
             state.shipments.append(ShipmentView(location=location, tracking=f"handover:{state.order_id}",
                                                 lines=[ReturnLine(sku=s, qty=q) for s, q in sorted(handed.items())],
                                                 carrier="in-store", parcel_id=f"handover:{state.order_id}"))
         self._set_status("collected")
 
+    def _store_requests(self, outcome: str, command: Any) -> None:
+        """Tell the pickup store what became of its requests (handed over, or put back on the shelf)."""
+        state = self.state
+        store = state.order.delivery.location if isinstance(state.order.delivery, PickupAt | ReserveAt) else None
+        requests = [rid for rid, status in state.requests.items()
+                    if rid.rsplit("/", 1)[-1] == store and status in ("sent", "accepted")]
+        for request_id in requests:  # none for ship-to-store: the store node never had a request for it
+            state.requests[request_id] = outcome
+            self._emit(WMS_COMMANDS, state.order_id, command(request_id), outcome, request_id, location=store)
+
     def _expire(self, reason: str) -> None:
         state = self.state
+        self._store_requests("expired", lambda request_id: CancelFulfilment(
+            request_id=request_id, order_id=state.order_id, location=request_id.rsplit("/", 1)[-1],
+            reason="not collected"))
         for p in state.live():
             if p.status == "held" and isinstance(state.order.delivery, ReserveAt):
                 p.status = "expired"
