@@ -25,13 +25,15 @@ def _play(settings: Settings, name: str) -> dict[str, Any]:
     return result
 
 
-def test_a_backorder_ships_when_the_supply_lands(settings: Settings) -> None:
+def test_a_backorder_ships_when_the_supply_lands_and_cancellations_before_and_after_shipment(settings: Settings) -> None:
     result = _play(settings, "backorder.yaml")
     orders = result["orders"]
     assert orders["O-NOW"]["status"] == "shipped"
     assert orders["O-LATER"]["status"] == "shipped"
     assert orders["O-LATER"]["promised_date"].startswith("2026-12-02")
     assert orders["O-TOO-MANY"]["status"] == "rejected"
+    assert orders["O-CANCEL-EARLY"]["status"] == "cancelled"
+    assert orders["O-CANCEL-EARLY"]["lines"][0]["cancelled"] == 1
     position = result["stock"]["WH-A"]["TEE-M"]
     assert (position["on_hand"], position["reserved"], position["incoming"]) == (2 - 2 + 10 - 3, 0, 0)
 
