@@ -1,10 +1,15 @@
 """The inventory service: the only writer of stock. One agent, concurrency 1, one ledger per SKU.
 
-The agent takes the commands in batches (``take_events``): each SKU's ledger is loaded once per batch, the
-commands are applied in order, their events sent, each changed ledger written once to the table (with the
-changelog on the partition of the SKU's last command), and the availability of the batch written to Redis
-in one pipeline. The batch's offsets are acknowledged only after all of that, so a crash re-delivers the
-whole batch, which the ledgers apply as the duplicates they are (same events, same ids).
+The agent takes the commands in batches (``take_events``): it applies them in order (each SKU's ledger
+loaded once), sends their events, writes each changed ledger once to the table (the changelog on the
+partition of the SKU's last command) and the availability of the batch to Redis in one pipeline; the batch
+is acknowledged only after all of that. A crash re-delivers the whole batch, which the ledgers apply as the
+duplicates they are (same events, same ids).
+
+Commands of a partition are applied strictly in offset order, each once. Around a restart faust can hand
+over a message twice, or skip a few and go on (and its commits then stall at the hole): ``InOrder`` drops
+the repeats, and on a hole the missing commands are read straight from Kafka (``HoleReader``) and applied
+first; faust is then told the range is done so that its commits pass it.
 
 Besides the agent: a timer that expires timed holds the orchestrator has not expired (it sends
 ``ExpireReservation`` to the ledger's own command topic, never writing the table itself), a re-sync of the
@@ -15,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -25,7 +32,9 @@ import faust.streams as faust_streams
 import orjson
 import redis.exceptions
 import structlog
-from faust.types import EventT
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP, EventT
 
 from baton.runtime.atp import parse_near, parse_time, stock_document
 from baton.runtime.feed import TopicFeed
@@ -50,6 +59,22 @@ log = get_logger(__name__)
 Deadline = tuple[datetime, str, str]
 
 
+def _dedup_acked(new_offset: Callable[[Any, Any], int | None]) -> Callable[[Any, Any], int | None]:
+    """faust can record an offset as acked twice around a restart; its commit then advances one duplicate
+    at a time. Deduplicating the acked list first lets one commit pass every contiguous acked offset."""
+
+    def deduplicated(consumer: Any, tp: Any) -> int | None:
+        acked = consumer._acked[tp]
+        if len(acked) != len(set(acked)):
+            acked[:] = sorted(set(acked))
+        return new_offset(consumer, tp)
+
+    return deduplicated
+
+
+FaustConsumer._new_offset = _dedup_acked(FaustConsumer._new_offset)  # type: ignore[method-assign,assignment]
+
+
 def load(raw: bytes | None, sku: str) -> SkuLedger:
     return SkuLedger.model_validate_json(raw) if raw else SkuLedger(sku=sku)
 
@@ -64,7 +89,7 @@ def writing_as(event: EventT) -> Iterator[None]:
 
     A faust table writes its changelog to the partition of the current event (a context variable); in a batch
     that must be the partition of the command that changed the key. Only this task's context is touched: the
-    stream's own ``current_event`` attribute, which ``take_events`` reads from its background task, is not.
+    stream's own ``current_event`` attribute is not.
     """
     token = faust_streams._current_event.set(weakref.ref(event))
     try:
@@ -109,6 +134,72 @@ class Batch:
                 if isinstance(emit.message, AvailabilityChanged):
                     latest[(emit.message.sku, emit.message.location)] = emit.message
         return list(latest.values())
+
+
+class InOrder:
+    """Each partition's commands once and in offset order, whatever faust hands over around a restart.
+
+    The first command expected after an assignment is at the partition's committed offset (where faust seeks
+    to). ``check`` answers ``apply`` for the expected offset, ``repeat`` for one already applied, and ``hole``
+    (with the first missing offset) for one past a gap: the caller reads the missing commands itself and
+    applies them first.
+    """
+
+    def __init__(self, committed: Callable[[Any], int | None]) -> None:
+        self.committed = committed
+        self.expected: dict[Any, int] = {}
+
+    def forget(self, partitions: Any) -> None:
+        for tp in partitions:
+            self.expected.pop(tp, None)
+
+    def check(self, tp: Any, offset: int) -> tuple[str, int]:
+        expected = self.expected.get(tp)
+        if expected is None:
+            committed = self.committed(tp)
+            expected = committed if committed is not None else offset
+        if offset < expected:
+            return "repeat", expected
+        self.expected[tp] = offset + 1
+        return ("hole" if offset > expected else "apply"), expected
+
+
+class HoleReader:
+    """Reads a range of a partition straight from Kafka (no group): the commands faust skipped."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                             enable_auto_commit=False, auto_offset_reset="earliest")
+            await self.consumer.start()
+        tp = TopicPartition(topic, partition)
+        self.consumer.assign([tp])
+        self.consumer.seek(tp, start)
+        records: list[Any] = []
+        deadline = time.monotonic() + 30
+        while await self.consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic}[{partition}] {start}..{end - 1}")
+            batch = await self.consumer.getmany(tp, timeout_ms=1000)
+            records.extend(r for r in batch.get(tp, []) if start <= r.offset < end)
+        return [Replayed(r) for r in records]
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
+class Replayed:
+    """Stands in for the faust event of a command read by ``HoleReader`` (no ack: it was never delivered)."""
+
+    def __init__(self, record: Any) -> None:
+        self.value = record.value
+        self.message = SimpleNamespace(topic=record.topic, partition=record.partition, offset=record.offset,
+                                       value=record.value, tp=TP(record.topic, record.partition))
 
 
 class Expiries:
@@ -200,14 +291,41 @@ def build(settings: Settings) -> faust.App:
             return
         log.info("applied", type=envelope.type, emitted=len(emits))
 
+    in_order = InOrder(lambda tp: app.consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
+    holes = HoleReader(settings.kafka_bootstrap)
+
     @app.agent(commands, concurrency=1)
     async def ledger_agent(stream: faust.StreamT) -> None:
         batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
         async for events in batches:
-            await process(events)
+            work, gaps = await in_order_with_holes_filled(events)
+            if work:
+                await process(work)
+            for tp, first, last in gaps:  # faust never delivered these: they are done, let its commits pass them
+                await app.consumer._add_gap(tp, first, last)  # type: ignore[attr-defined]
+
+    async def in_order_with_holes_filled(events: Sequence[EventT]) -> tuple[list[Any], list[tuple[Any, int, int]]]:
+        work: list[Any] = []
+        gaps: list[tuple[Any, int, int]] = []
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            verdict, expected = in_order.check(tp, offset)
+            if verdict == "repeat":
+                continue
+            if verdict == "hole":
+                log.warning("offset_hole", partition=str(tp), missing_from=expected, missing_to=offset - 1)
+                work.extend(await holes.read(tp.topic, tp.partition, expected, offset))
+                gaps.append((tp, expected, offset - 1))
+            work.append(event)
+        return work, gaps
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+        in_order.forget(revoked)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        in_order.forget(assigned)
         resync["needed"] = True
 
     async def resync_from_table() -> None:
