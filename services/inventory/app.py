@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -98,11 +99,34 @@ def writing_as(event: EventT) -> Iterator[None]:
         faust_streams._current_event.reset(token)
 
 
+class LedgerCache:
+    """Parsed ledgers, so that a busy SKU is not parsed again for every batch.
+
+    An entry is used only while the table still holds the very bytes it was parsed from (after a recovery the
+    table holds new values, and the entry is ignored), and a batch takes the entry out while it works on the
+    ledger: a batch that fails half-way leaves nothing behind, and the next one parses the stored value.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, tuple[bytes, SkuLedger]] = OrderedDict()
+
+    def take(self, sku: str, raw: bytes | None) -> SkuLedger | None:
+        entry = self.entries.pop(sku, None)
+        return entry[1] if entry is not None and raw is not None and entry[0] is raw else None
+
+    def put(self, sku: str, raw: bytes, ledger: SkuLedger) -> None:
+        self.entries[sku] = (raw, ledger)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
 class Batch:
     """The commands of one take: ledgers loaded once per SKU, applied in order, stored once per SKU."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, cache: LedgerCache | None = None) -> None:
         self.table = table
+        self.cache = cache or LedgerCache(0)
         self.ledgers: dict[str, SkuLedger] = {}
         self.applied: dict[str, list[tuple[str, Message]]] = {}
         self.last_event: dict[str, EventT] = {}
@@ -111,7 +135,8 @@ class Batch:
     def apply(self, envelope: Envelope, command: Message, event: EventT) -> list[Emit]:
         sku: str = command.sku  # type: ignore[attr-defined]
         if sku not in self.ledgers:
-            self.ledgers[sku] = load(self.table.get(sku), sku)
+            raw = self.table.get(sku)
+            self.ledgers[sku] = self.cache.take(sku, raw) or load(raw, sku)
         try:
             emits = self.ledgers[sku].apply(command, envelope.id)
         except Exception:
@@ -248,6 +273,7 @@ def build(settings: Settings) -> faust.App:
     read_model = ReadModel(settings.redis_url, settings.namespace)
     redis_lock = asyncio.Lock()  # the agent and the re-sync never interleave their writes of a position
     expiries = Expiries()
+    cache = LedgerCache()
     resync = {"needed": True}
     attach_heartbeat(app, read_model, SERVICE)
 
@@ -260,14 +286,16 @@ def build(settings: Settings) -> faust.App:
             await with_retry(write, "redis availability")
 
     async def process(events: Sequence[EventT]) -> None:
-        batch = Batch(ledgers)
+        batch = Batch(ledgers, cache)
         for event in events:
             await handle_one(batch, event)
         for envelope, emits in batch.outgoing:
             await sender.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
         for sku, ledger in batch.changed().items():
+            raw = dump(ledger)
             with writing_as(batch.last_event[sku]):
-                ledgers[sku] = dump(ledger)
+                ledgers[sku] = raw
+            cache.put(sku, raw, ledger)
             expiries.track(ledger)
         await write_availability(batch.availability())
         if len(events) > 1:
@@ -289,7 +317,7 @@ def build(settings: Settings) -> faust.App:
             log.error("handler_failed", type=envelope.type, error=repr(exc))
             await sender.dead_letter(event, f"handler error on {envelope.type}: {exc!r}")
             return
-        log.info("applied", type=envelope.type, emitted=len(emits))
+        log.debug("applied", type=envelope.type, emitted=len(emits))
 
     in_order = InOrder(lambda tp: app.consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
     holes = HoleReader(settings.kafka_bootstrap)

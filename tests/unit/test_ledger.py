@@ -677,6 +677,11 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert all(v < r.qty for v in left.values())  # it would have been assigned
 
     @invariant()
+    def the_backorder_index_lists_the_waiting_reservations_in_arrival_order(self) -> None:
+        waiting = sorted((r for r in self.ledger.reservations.values() if r.waiting), key=lambda r: r.seq)
+        assert self.ledger.backorders == [r.reservation_id for r in waiting]
+
+    @invariant()
     def availability_events_are_the_positions(self) -> None:
         for location, event in self.last_availability.items():
             live = self.ledger.availability(location)

@@ -132,6 +132,7 @@ class SkuLedger(BaseModel):
     positions: dict[str, Position] = {}
     supplies: dict[str, Supply] = {}
     reservations: dict[str, Reservation] = {}
+    backorders: list[str] = []  # ids of the reservations still waiting for their goods, in arrival order
     applied: AppliedLog = AppliedLog()
     version: int = 0
 
@@ -206,6 +207,7 @@ class SkuLedger(BaseModel):
             position.reserved += cmd.qty
         elif cmd.backorder and (supply := self._supply_covering(cmd.location, cmd.qty)) is not None:
             res.backorder = res.waiting = True
+            self.backorders.append(res.reservation_id)
             res.supply_id = res.decided_supply = res.promised_supply = supply.supply_id
             res.eta = res.decided_eta = res.promised_eta = supply.eta
         else:
@@ -257,7 +259,9 @@ class SkuLedger(BaseModel):
         ]
 
     def _end_hold(self, res: Reservation, status: ReservationStatus, reason: str) -> None:
-        if not res.waiting:
+        if res.waiting:
+            self.backorders.remove(res.reservation_id)
+        else:
             self.position(res.location).reserved -= res.qty
         res.status, res.ended_by, res.waiting = status, reason, False
 
@@ -440,7 +444,7 @@ class SkuLedger(BaseModel):
         supply or the next units at the location. A backorder whose supply or ETA changed gets a new
         ``StockReserved`` (same reservation id, new ``against_supply``/``eta``: the promise moved).
         """
-        waiting = [r for r in self.reservations.values() if r.waiting and r.location == location]
+        waiting = self._waiting(location)
         if not waiting:
             return []
         emits = self._fill(location, waiting, cause, received_from)
@@ -455,6 +459,7 @@ class SkuLedger(BaseModel):
                 continue
             position.reserved += res.qty
             res.waiting, res.filled_by = False, received_from or res.supply_id or cause
+            self.backorders.remove(res.reservation_id)
             filled = BackorderFilled(
                 reservation_id=res.reservation_id,
                 order_id=res.order_id,
@@ -499,12 +504,17 @@ class SkuLedger(BaseModel):
     def _supply_covering(self, location: str, qty: int) -> Supply | None:
         """The earliest open supply at the location whose units no backorder has claimed cover ``qty``."""
         claimed: dict[str, int] = {}
-        for res in self.reservations.values():
-            if res.waiting and res.location == location and res.supply_id:
+        for res in self._waiting(location):
+            if res.supply_id:
                 claimed[res.supply_id] = claimed.get(res.supply_id, 0) + res.qty
         return next(
             (s for s in self._open_supplies(location) if s.outstanding - claimed.get(s.supply_id, 0) >= qty), None
         )
+
+    def _waiting(self, location: str) -> list[Reservation]:
+        """The backorders of a location still waiting for their goods, in arrival order."""
+        found = (self.reservations[rid] for rid in self.backorders)
+        return [res for res in found if res.location == location]
 
     def _holds_on_hand(self, location: str) -> Iterable[Reservation]:
         return (r for r in self.reservations.values()
@@ -518,13 +528,12 @@ class SkuLedger(BaseModel):
         open_supplies = self._open_supplies(location)
         claimed: dict[str, int] = {}
         unsupplied = backordered = 0
-        for res in self.reservations.values():
-            if res.waiting and res.location == location:
-                backordered += res.qty
-                if res.supply_id:
-                    claimed[res.supply_id] = claimed.get(res.supply_id, 0) + res.qty
-                else:
-                    unsupplied += res.qty
+        for res in self._waiting(location):
+            backordered += res.qty
+            if res.supply_id:
+                claimed[res.supply_id] = claimed.get(res.supply_id, 0) + res.qty
+            else:
+                unsupplied += res.qty
         supplies = [
             IncomingSupply(supply_id=s.supply_id, eta=s.eta, outstanding=s.outstanding,
                            unreserved=max(0, s.outstanding - claimed.get(s.supply_id, 0)))
