@@ -9,7 +9,8 @@ duplicates they are (same events, same ids).
 Commands of a partition are applied strictly in offset order, each once. Around a restart faust can hand
 over a message twice, or skip a few and go on (and its commits then stall at the hole): ``InOrder`` drops
 the repeats, and on a hole the missing commands are read straight from Kafka (``HoleReader``) and applied
-first; faust is then told the range is done so that its commits pass it.
+first; faust is then told the range is done so that its commits pass it. Skipped commands at the very end of
+a partition show no later command: a timer compares each partition with its log end (``Tails``).
 
 Besides the agent: a timer that expires timed holds the orchestrator has not expired (it sends
 ``ExpireReservation`` to the ledger's own command topic, never writing the table itself), a re-sync of the
@@ -55,6 +56,7 @@ from services.inventory.domain.ledger import INVENTORY_COMMAND_TYPES, SkuLedger,
 SERVICE = "inventory"
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.005
+TAIL_QUIET_S = 3.0  # a partition behind its log end by the same offset at two looks this far apart is healed
 EXPIRY_GRACE = timedelta(seconds=5)  # the orchestrator expires its holds first; this is the safety net
 log = get_logger(__name__)
 Deadline = tuple[datetime, str, str]
@@ -167,7 +169,7 @@ class InOrder:
     The first command expected after an assignment is at the partition's committed offset (where faust seeks
     to). ``check`` answers ``apply`` for the expected offset, ``repeat`` for one already applied, and ``hole``
     (with the first missing offset) for one past a gap: the caller reads the missing commands itself and
-    applies them first.
+    applies them first. A hole at the end of a partition shows no later command: ``Tails`` finds those.
     """
 
     def __init__(self, committed: Callable[[Any], int | None]) -> None:
@@ -177,6 +179,10 @@ class InOrder:
     def forget(self, partitions: Any) -> None:
         for tp in partitions:
             self.expected.pop(tp, None)
+
+    def next_offset(self, tp: Any) -> int | None:
+        expected = self.expected.get(tp)
+        return expected if expected is not None else self.committed(tp)
 
     def check(self, tp: Any, offset: int) -> tuple[str, int]:
         expected = self.expected.get(tp)
@@ -189,6 +195,27 @@ class InOrder:
         return ("hole" if offset > expected else "apply"), expected
 
 
+class Tails:
+    """Partitions whose log goes further than what was applied, without progress from one look to the next
+    (``TAIL_QUIET_S`` apart): faust skipped their last commands and will not deliver them."""
+
+    def __init__(self) -> None:
+        self.lagging: dict[Any, int] = {}
+
+    def stuck(self, next_offsets: dict[Any, int | None], ends: dict[Any, int]) -> list[tuple[Any, int, int]]:
+        stuck, lagging = [], {}
+        for tp, start in next_offsets.items():
+            end = ends.get(tp, 0)
+            if start is None or end <= start:
+                continue
+            if self.lagging.get(tp) == start:
+                stuck.append((tp, start, end))
+            else:
+                lagging[tp] = start
+        self.lagging = lagging
+        return stuck
+
+
 class HoleReader:
     """Reads a range of a partition straight from Kafka (no group): the commands faust skipped."""
 
@@ -196,22 +223,31 @@ class HoleReader:
         self.bootstrap = bootstrap
         self.consumer: AIOKafkaConsumer | None = None
 
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
+    async def _consumer(self) -> AIOKafkaConsumer:
         if self.consumer is None:
             self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                              enable_auto_commit=False, auto_offset_reset="earliest")
             await self.consumer.start()
+        return self.consumer
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
+        consumer = await self._consumer()
         tp = TopicPartition(topic, partition)
-        self.consumer.assign([tp])
-        self.consumer.seek(tp, start)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
         records: list[Any] = []
         deadline = time.monotonic() + 30
-        while await self.consumer.position(tp) < end:
+        while await consumer.position(tp) < end:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic}[{partition}] {start}..{end - 1}")
-            batch = await self.consumer.getmany(tp, timeout_ms=1000)
+            batch = await consumer.getmany(tp, timeout_ms=1000)
             records.extend(r for r in batch.get(tp, []) if start <= r.offset < end)
         return [Replayed(r) for r in records]
+
+    async def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        consumer = await self._consumer()
+        ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        return {tp: int(ends[TopicPartition(tp.topic, tp.partition)]) for tp in partitions}
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -275,6 +311,7 @@ def build(settings: Settings) -> faust.App:
     expiries = Expiries()
     cache = LedgerCache()
     resync = {"needed": True}
+    looked = {"tails": 0.0}
     attach_heartbeat(app, read_model, SERVICE)
 
     async def write_availability(changes: Sequence[AvailabilityChanged]) -> None:
@@ -321,16 +358,39 @@ def build(settings: Settings) -> faust.App:
 
     in_order = InOrder(lambda tp: app.consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
     holes = HoleReader(settings.kafka_bootstrap)
+    applying = asyncio.Lock()  # the agent's batches and the tail healing never interleave
+    tails = Tails()
+    commands_topic = full_topic_name(settings, INVENTORY_COMMANDS)
 
     @app.agent(commands, concurrency=1)
     async def ledger_agent(stream: faust.StreamT) -> None:
         batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
         async for events in batches:
-            work, gaps = await in_order_with_holes_filled(events)
-            if work:
-                await process(work)
-            for tp, first, last in gaps:  # faust never delivered these: they are done, let its commits pass them
-                await app.consumer._add_gap(tp, first, last)  # type: ignore[attr-defined]
+            async with applying:
+                work, gaps = await in_order_with_holes_filled(events)
+                if work:
+                    await process(work)
+                for tp, first, last in gaps:  # faust never delivered these: done, let its commits pass them
+                    await app.consumer._add_gap(tp, first, last)  # type: ignore[attr-defined]
+
+    async def heal_tails() -> None:
+        """Commands at the end of a partition that faust skipped (no later one reveals the hole): apply them
+        from the log, as the agent would, once a partition lagged without progress for a whole look."""
+        if app.in_recovery or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+            return
+        ours = [tp for tp in app.consumer.assignment() if tp.topic == commands_topic]
+        if not ours:
+            return
+        ends = await holes.end_offsets(ours)
+        for tp, start, end in tails.stuck({tp: in_order.next_offset(tp) for tp in ours}, ends):
+            async with applying:
+                if in_order.next_offset(tp) != start:
+                    continue  # the agent moved on meanwhile
+                log.warning("offset_tail", partition=str(tp), missing_from=start, missing_to=end - 1)
+                missing = await holes.read(tp.topic, tp.partition, start, end)
+                in_order.expected[tp] = end
+                await process(missing)
+                await app.consumer._add_gap(tp, start, end - 1)  # type: ignore[attr-defined]
 
     async def in_order_with_holes_filled(events: Sequence[EventT]) -> tuple[list[Any], list[tuple[Any, int, int]]]:
         work: list[Any] = []
@@ -371,6 +431,9 @@ def build(settings: Settings) -> faust.App:
     async def housekeeping() -> None:
         if resync["needed"] and app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
             await resync_from_table()
+        if time.monotonic() >= looked["tails"] + TAIL_QUIET_S:
+            looked["tails"] = time.monotonic()
+            await heal_tails()
         for emit in expiries.due(datetime.now(UTC)):
             expire = emit.message
             assert isinstance(expire, ExpireReservation)

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.envelope import envelope_for
 from schemas.inventory import CountStock, ExpireReservation, ReserveStock
-from services.inventory.app import EXPIRY_GRACE, Batch, Expiries, InOrder, dump, load
+from services.inventory.app import EXPIRY_GRACE, Batch, Expiries, InOrder, Tails, dump, load
 from services.inventory.domain.ledger import SkuLedger
 
 TP = ("commands", 0)
@@ -33,6 +33,15 @@ def test_without_a_committed_offset_the_first_command_seen_starts_the_partition(
     order = InOrder(lambda tp: None)
     assert order.check(TP, 7) == ("apply", 7)
     assert order.check(TP, 8) == ("apply", 8)
+
+
+def test_a_partition_behind_its_log_end_at_the_same_offset_on_two_looks_is_stuck() -> None:
+    tails = Tails()
+    assert tails.stuck({TP: 10}, {TP: 12}) == []  # first look: maybe on its way
+    assert tails.stuck({TP: 11}, {TP: 12}) == []  # progress since
+    assert tails.stuck({TP: 11}, {TP: 12}) == [(TP, 11, 12)]  # no progress for a whole look: skipped
+    assert tails.stuck({TP: 12}, {TP: 12}) == []  # caught up
+    assert tails.stuck({TP: None}, {TP: 5}) == []  # nothing known of the partition yet
 
 
 class FakeTable(dict[str, bytes]):
