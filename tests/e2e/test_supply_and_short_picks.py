@@ -25,7 +25,7 @@ def _play(settings: Settings, name: str) -> dict[str, Any]:
     return result
 
 
-def test_a_backorder_ships_when_the_supply_lands_and_cancellations_before_and_after_shipment(settings: Settings) -> None:
+def test_backorder_ships_when_supply_lands_and_cancels_before_and_after_shipment(settings: Settings) -> None:
     result = _play(settings, "backorder.yaml")
     orders = result["orders"]
     assert orders["O-NOW"]["status"] == "shipped"

@@ -285,3 +285,15 @@ def test_the_store_hears_of_the_collection_and_of_the_expiry() -> None:
     assert [(c.location, c.request_id, c.reason) for c in withdrawn] == [  # type: ignore[attr-defined]
         ("ST-P", fulfil[0].request_id, "not collected")  # type: ignore[attr-defined]
     ]
+
+
+def test_a_return_request_is_recorded_once_on_the_order() -> None:
+    from schemas.orders import ReturnLine, ReturnRequested
+
+    story = Story({"X": {"WH-A": 5}})
+    fulfil = of(hold_all(story, story.send(order(X=1))), FulfilOrder)
+    story.send(shipped(fulfil[0]))
+    request = ReturnRequested(order_id="O-1", return_id="R-1", lines=[ReturnLine(sku="X", qty=1)])
+    story.send(request)
+    story.send(request)
+    assert [(r["return_id"], r["status"]) for r in story.st.view()["returns"]] == [("R-1", "requested")]

@@ -50,6 +50,7 @@ from schemas.orders import (
     PickupCollected,
     ReserveAt,
     ReturnLine,
+    ReturnRequested,
     ShipmentView,
 )
 from schemas.topics import INVENTORY_COMMANDS, ORDERS_EVENTS, ORDERS_STATUS, WMS_COMMANDS
@@ -124,6 +125,7 @@ class OrderState(BaseModel):
     shipped: dict[int, int] = {}
     cancelled: dict[int, int] = {}
     shipments: list[ShipmentView] = []
+    returns: list[dict[str, Any]] = []
     requests: dict[str, str] = {}
     request_seq: int = 0
     ship_to_store: bool = False
@@ -178,6 +180,7 @@ class OrderState(BaseModel):
             "delivery": order.delivery.model_dump(mode="json"),
             "lines": [ls.model_dump() for ls in self.line_statuses()],
             "shipments": [s.model_dump() for s in self.shipments],
+            "returns": self.returns,
             "promised_date": self.promised_date.isoformat() if self.promised_date else None,
             "deadline": self.deadline.model_dump(mode="json") if self.deadline else None,
             "decision": self.last_decision,
@@ -685,6 +688,16 @@ class _Step:
         for i, line in enumerate(state.order.lines):
             state.cancelled[i] = line.qty - state.shipped.get(i, 0)
         self._set_status("expired", reason)
+
+    # ------------------------------------------------------------------ returns
+
+    def _on_ReturnRequested(self, request: ReturnRequested) -> None:
+        """Recorded on the order (status ``requested``); authorisation, inspection and refunds are not built yet."""
+        if any(r["return_id"] == request.return_id for r in self.state.returns):
+            return
+        self.state.returns.append({"return_id": request.return_id, "status": "requested", "destination": None,
+                                   "disposition": None, "lines": [ln.model_dump() for ln in request.lines],
+                                   "method": request.method, "reason": request.reason})
 
     # ------------------------------------------------------------------ deadlines
 
