@@ -297,3 +297,13 @@ def test_a_return_request_is_recorded_once_on_the_order() -> None:
     story.send(request)
     story.send(request)
     assert [(r["return_id"], r["status"]) for r in story.st.view()["returns"]] == [("R-1", "requested")]
+
+
+def test_a_moved_promise_updates_the_date_and_keeps_the_reservation() -> None:
+    first_eta, later_eta = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 9, tzinfo=UTC)
+    story = Story({"X": {"WH-A": 0}}, supply={"X": {"WH-A": (10, first_eta.isoformat())}})
+    reserve = of(story.send(order(X=3)), ReserveStock)[0]
+    story.send(reserved(reserve).model_copy(update={"against_supply": "PO-1", "eta": first_eta}))
+    moved = story.send(reserved(reserve).model_copy(update={"against_supply": "PO-2", "eta": later_eta}))
+    assert of(moved, ReleaseReservation) == [] and kinds(moved) == ["OrderStatusChanged"]
+    assert story.st.status == "backordered" and story.st.promised_date == later_eta + timedelta(days=1)

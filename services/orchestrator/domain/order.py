@@ -427,6 +427,9 @@ class _Step:
         line = self._line(event.reservation_id)
         if line is None:
             return
+        if line.status == "held" and line.against_supply is not None and event.against_supply:
+            self._promise_moved(line, event)  # the ledger re-promised a backorder (short delivery, new ETA)
+            return
         if line.status != "pending" or self.state.status in TERMINAL_STATUSES:
             self._release(line, "superseded")  # answered after the order moved on: give it back
             return
@@ -434,6 +437,16 @@ class _Step:
         if event.against_supply:
             line.against_supply, line.eta = event.against_supply, event.eta.isoformat() if event.eta else None
         self._advance()
+
+    def _promise_moved(self, line: PlannedLine, event: StockReserved) -> None:
+        line.against_supply, line.eta = event.against_supply, event.eta.isoformat() if event.eta else None
+        if self.state.status == "backordered":
+            self._promise()
+            self._publish_status(self.state.status)
+
+    def _promise(self) -> None:
+        etas = [datetime.fromisoformat(p.eta) for p in self.state.live() if p.waiting_on_supply and p.eta]
+        self.state.promised_date = max(etas) + timedelta(days=TRANSIT_DAYS) if etas else None
 
     def _on_BackorderFilled(self, event: BackorderFilled) -> None:
         line = self._line(event.reservation_id)
@@ -486,8 +499,7 @@ class _Step:
         if not live or any(p.status == "pending" for p in live):
             return
         if any(p.waiting_on_supply for p in live):
-            etas = [datetime.fromisoformat(p.eta) for p in live if p.waiting_on_supply and p.eta]
-            state.promised_date = max(etas) + timedelta(days=TRANSIT_DAYS) if etas else None
+            self._promise()
             state.deadline = None
             self._set_status("backordered", "waiting for incoming supply")
             return
