@@ -16,6 +16,7 @@ import redis.exceptions
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT, StreamT
 
+from baton.runtime.inorder import guard_for
 from baton.runtime.logs import get_logger
 from baton.runtime.outbox import Emit
 from baton.runtime.settings import Settings
@@ -139,18 +140,32 @@ class Sender:
 
 
 async def consume(stream: StreamT, sender: Sender, handle: Handler) -> None:
-    """The loop every agent runs: parse, handle, and dead-letter what cannot be used; never die."""
+    """The loop every agent runs: each message once and in offset order (see ``inorder``), parsed, handled,
+    and dead-lettered when it cannot be used; the agent never dies on bad input."""
+    guard = guard_for(sender.app, sender.settings.kafka_bootstrap)
     async for event in stream.events():
-        try:
-            envelope, message = decode(event.value)
-        except InvalidMessage as exc:
-            await sender.dead_letter(event, str(exc))
+        tp, offset = event.message.tp, event.message.offset
+        verdict, expected = guard.check(tp, offset)
+        if verdict == "repeat":
             continue
-        try:
-            await _handle_with_retry(handle, envelope, message, event)
-        except Exception as exc:  # the agent must survive any one bad message
-            log.error("handler_failed", error=repr(exc), trace=traceback.format_exc(limit=8))
-            await sender.dead_letter(event, f"handler error on {envelope.type}: {exc!r}")
+        if verdict == "hole":
+            for missed in await guard.missing(tp, expected, offset):
+                await _consume_one(missed, sender, handle)  # type: ignore[arg-type]
+            await guard.done(tp, expected, offset - 1)
+        await _consume_one(event, sender, handle)
+
+
+async def _consume_one(event: EventT, sender: Sender, handle: Handler) -> None:
+    try:
+        envelope, message = decode(event.value)
+    except InvalidMessage as exc:
+        await sender.dead_letter(event, str(exc))
+        return
+    try:
+        await _handle_with_retry(handle, envelope, message, event)
+    except Exception as exc:  # the agent must survive any one bad message
+        log.error("handler_failed", error=repr(exc), trace=traceback.format_exc(limit=8))
+        await sender.dead_letter(event, f"handler error on {envelope.type}: {exc!r}")
 
 
 _TRANSIENT = (OSError, asyncio.TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
