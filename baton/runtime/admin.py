@@ -150,45 +150,46 @@ def subscriptions(settings: Settings, locations: Iterable[str]) -> dict[str, lis
     return out
 
 
-async def consumer_lag(
-    settings: Settings, locations: Iterable[str], upto: dict[TopicPartition, int] | None = None
-) -> dict[str, int]:
-    """Messages not yet committed by each service's consumer group (0 everywhere = caught up).
+class LagProbe:
+    """One admin client and one consumer for a namespace's groups, kept open across polls."""
 
-    With ``upto``, only messages below those offsets count: "has everything that existed then been handled?",
-    which periodic messages (ticks) produced since cannot keep from becoming true.
-    """
-    admin = _admin(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    await consumer.start()
-    try:
+    def __init__(self, settings: Settings, locations: Iterable[str]) -> None:
+        self.settings = settings
+        self.groups = {
+            group: [TopicPartition(t, p) for t in topics for p in range(_partitions(settings, t))]
+            for group, topics in subscriptions(settings, list(locations)).items()
+        }
+        self.admin = _admin(settings)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+
+    async def __aenter__(self) -> LagProbe:
+        await self.admin.start()
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        tps = [tp for tps in self.groups.values() for tp in tps]
+        return dict(await self.consumer.end_offsets(tps))
+
+    async def lag(self, upto: dict[TopicPartition, int] | None = None) -> dict[str, int]:
+        """Messages not yet committed by each group; with ``upto``, only those below these offsets count."""
+        ends = upto if upto is not None else await self.end_offsets()
         lag: dict[str, int] = {}
-        for group, topics in subscriptions(settings, list(locations)).items():
-            committed = await admin.list_consumer_group_offsets(group)
-            tps = [TopicPartition(t, p) for t in topics for p in range(_partitions(settings, t))]
-            ends = upto if upto is not None else await consumer.end_offsets(tps)
+        for group, tps in self.groups.items():
+            committed = await self.admin.list_consumer_group_offsets(group)
             done = {TopicPartition(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
             lag[group] = sum(max(0, ends.get(tp, 0) - max(0, done.get(tp, 0))) for tp in tps)
         return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
-async def end_offsets(settings: Settings, locations: Iterable[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(t, p)
-            for topics in subscriptions(settings, list(locations)).values()
-            for t in topics
-            for p in range(_partitions(settings, t))
-        ]
-        return dict(await consumer.end_offsets(tps))
-    finally:
-        await consumer.stop()
+async def consumer_lag(settings: Settings, locations: Iterable[str]) -> dict[str, int]:
+    """Messages not yet committed by each service's consumer group (0 everywhere = caught up)."""
+    async with LagProbe(settings, locations) as probe:
+        return await probe.lag()
 
 
 async def wait_caught_up(
@@ -196,17 +197,18 @@ async def wait_caught_up(
 ) -> bool:
     """Barriers: every service handled every message that existed when each round began.
 
-    Each round also covers what the previous one's messages caused, so a few rounds settle a cascade
-    (order -> reservation -> fulfilment -> consumption) even while services keep sending periodic ticks.
+    Only messages below each round's end offsets count, so periodic messages (ticks) produced meanwhile
+    cannot keep the answer from becoming true; each round also covers what the previous one's messages
+    caused, so a few rounds settle a cascade (order -> reservation -> fulfilment -> consumption).
     """
     deadline = asyncio.get_running_loop().time() + timeout_s
-    wanted = list(locations)
-    for _ in range(rounds):
-        upto = await end_offsets(settings, wanted)
-        while any((await consumer_lag(settings, wanted, upto)).values()):
-            if asyncio.get_running_loop().time() > deadline:
-                return False
-            await asyncio.sleep(0.2)
+    async with LagProbe(settings, locations) as probe:
+        for _ in range(rounds):
+            upto = await probe.end_offsets()
+            while any((await probe.lag(upto)).values()):
+                if asyncio.get_running_loop().time() > deadline:
+                    return False
+                await asyncio.sleep(0.2)
     return True
 
 

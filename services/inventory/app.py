@@ -26,7 +26,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -34,12 +33,12 @@ import faust.streams as faust_streams
 import orjson
 import redis.exceptions
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import Consumer as FaustConsumer
-from faust.types import TP, EventT
+from faust.types import EventT
 
 from baton.runtime.atp import parse_near, parse_time, stock_document
 from baton.runtime.feed import TopicFeed
+from baton.runtime.inorder import HoleReader, InOrder, Tails
 from baton.runtime.kafka import Sender, create_app, full_topic_name, raw_topic
 from baton.runtime.logs import get_logger
 from baton.runtime.outbox import Emit
@@ -161,106 +160,6 @@ class Batch:
                 if isinstance(emit.message, AvailabilityChanged):
                     latest[(emit.message.sku, emit.message.location)] = emit.message
         return list(latest.values())
-
-
-class InOrder:
-    """Each partition's commands once and in offset order, whatever faust hands over around a restart.
-
-    The first command expected after an assignment is at the partition's committed offset (where faust seeks
-    to). ``check`` answers ``apply`` for the expected offset, ``repeat`` for one already applied, and ``hole``
-    (with the first missing offset) for one past a gap: the caller reads the missing commands itself and
-    applies them first. A hole at the end of a partition shows no later command: ``Tails`` finds those.
-    """
-
-    def __init__(self, committed: Callable[[Any], int | None]) -> None:
-        self.committed = committed
-        self.expected: dict[Any, int] = {}
-
-    def forget(self, partitions: Any) -> None:
-        for tp in partitions:
-            self.expected.pop(tp, None)
-
-    def next_offset(self, tp: Any) -> int | None:
-        expected = self.expected.get(tp)
-        return expected if expected is not None else self.committed(tp)
-
-    def check(self, tp: Any, offset: int) -> tuple[str, int]:
-        expected = self.expected.get(tp)
-        if expected is None:
-            committed = self.committed(tp)
-            expected = committed if committed is not None else offset
-        if offset < expected:
-            return "repeat", expected
-        self.expected[tp] = offset + 1
-        return ("hole" if offset > expected else "apply"), expected
-
-
-class Tails:
-    """Partitions whose log goes further than what was applied, without progress from one look to the next
-    (``TAIL_QUIET_S`` apart): faust skipped their last commands and will not deliver them."""
-
-    def __init__(self) -> None:
-        self.lagging: dict[Any, int] = {}
-
-    def stuck(self, next_offsets: dict[Any, int | None], ends: dict[Any, int]) -> list[tuple[Any, int, int]]:
-        stuck, lagging = [], {}
-        for tp, start in next_offsets.items():
-            end = ends.get(tp, 0)
-            if start is None or end <= start:
-                continue
-            if self.lagging.get(tp) == start:
-                stuck.append((tp, start, end))
-            else:
-                lagging[tp] = start
-        self.lagging = lagging
-        return stuck
-
-
-class HoleReader:
-    """Reads a range of a partition straight from Kafka (no group): the commands faust skipped."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.consumer: AIOKafkaConsumer | None = None
-
-    async def _consumer(self) -> AIOKafkaConsumer:
-        if self.consumer is None:
-            self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                             enable_auto_commit=False, auto_offset_reset="earliest")
-            await self.consumer.start()
-        return self.consumer
-
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
-        consumer = await self._consumer()
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while await consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic}[{partition}] {start}..{end - 1}")
-            batch = await consumer.getmany(tp, timeout_ms=1000)
-            records.extend(r for r in batch.get(tp, []) if start <= r.offset < end)
-        return [Replayed(r) for r in records]
-
-    async def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
-        consumer = await self._consumer()
-        ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in partitions])
-        return {tp: int(ends[TopicPartition(tp.topic, tp.partition)]) for tp in partitions}
-
-    async def close(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-
-
-class Replayed:
-    """Stands in for the faust event of a command read by ``HoleReader`` (no ack: it was never delivered)."""
-
-    def __init__(self, record: Any) -> None:
-        self.value = record.value
-        self.message = SimpleNamespace(topic=record.topic, partition=record.partition, offset=record.offset,
-                                       value=record.value, tp=TP(record.topic, record.partition))
 
 
 class Expiries:

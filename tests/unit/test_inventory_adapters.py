@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from baton.runtime.inorder import InOrder, Tails
 from schemas.envelope import envelope_for
 from schemas.inventory import CountStock, ExpireReservation, ReserveStock
-from services.inventory.app import EXPIRY_GRACE, Batch, Expiries, InOrder, Tails, dump, load
+from services.inventory.app import EXPIRY_GRACE, Batch, Expiries, dump, load
 from services.inventory.domain.ledger import SkuLedger
 
 TP = ("commands", 0)
