@@ -213,11 +213,30 @@ class ScenarioRun:
             views = await self.read_model.read_orders(self.order_ids)
             settled = sum(1 for v in views.values() if v and v["status"] in SETTLED | WAITING)
             self._progress("settling", settled, len(self.order_ids))
-            if settled == len(self.order_ids) and await self._quiescent():
+            ready = settled == len(self.order_ids) and await self._arrivals_received()
+            if ready and await self._quiescent():
                 return True
             if time.monotonic() - started > self.options.timeout_s:
                 return False
             await asyncio.sleep(0.25)
+
+    async def _arrivals_received(self) -> bool:
+        """Every delivery that reached a dock in this run was received into stock.
+
+        Receiving runs on the WMS node's own pace (tasks, put-away), with lulls in which no message is in
+        flight, so "everyone caught up" alone could call a backorder settled that this run's supply fills.
+        """
+        arrivals = [s for s in self.steps if isinstance(s, ArrivalStep)]
+        if not arrivals:
+            return True
+        docs = await self.read_model.read_availability(line.sku for a in arrivals for line in a.lines)
+        for arrival in arrivals:
+            for line in arrival.lines:
+                supplies = docs.get(line.sku, {}).get(arrival.location, {}).get("supplies", [])
+                outstanding = {s["supply_id"]: s["outstanding"] for s in supplies}
+                if outstanding.get(arrival.supply_id, 0) >= line.qty:
+                    return False
+        return True
 
     async def _quiescent(self) -> bool:
         """Every service has caught up: the follow-up work of settled orders (consumed stock) is done."""
