@@ -15,11 +15,44 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
 from baton.runtime.logs import get_logger
 
 log = get_logger(__name__)
+
+
+def _commit_bookkeeping(new_offset: Callable[[Any, Any], int | None]) -> Callable[[Any, Any], int | None]:
+    """Make faust's commit pass everything done, around a restart.
+
+    faust can record an offset as acked twice (its commit then advances one duplicate at a time): the acked
+    list is deduplicated first. And the ranges this module marks done (``_add_gap``) are only folded into the
+    commit when some later message is acked: at the end of a partition none may come, and the commit would
+    stall there forever. Ranges that continue the committed offset are folded in here directly.
+    """
+
+    def patched(consumer: Any, tp: Any) -> int | None:
+        acked = consumer._acked[tp]
+        if len(acked) != len(set(acked)):
+            acked[:] = sorted(set(acked))
+        gaps = consumer._gap[tp]
+        committed = consumer._committed_offset.get(tp)
+        if not acked and gaps and committed is not None:
+            following = committed + 1
+            for interval in sorted(gaps, key=lambda iv: iv.begin):
+                if interval.begin > following:
+                    break
+                acked.extend(range(max(interval.begin, following), interval.end))
+                following = max(following, interval.end)
+            if acked:
+                gaps.chop(0, following)
+        return new_offset(consumer, tp)
+
+    return patched
+
+
+FaustConsumer._new_offset = _commit_bookkeeping(FaustConsumer._new_offset)  # type: ignore[method-assign,assignment]
 
 
 class InOrder:

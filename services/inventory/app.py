@@ -33,7 +33,6 @@ import faust.streams as faust_streams
 import orjson
 import redis.exceptions
 import structlog
-from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import EventT
 
 from baton.runtime.atp import parse_near, parse_time, stock_document
@@ -59,22 +58,6 @@ TAIL_QUIET_S = 3.0  # a partition behind its log end by the same offset at two l
 EXPIRY_GRACE = timedelta(seconds=5)  # the orchestrator expires its holds first; this is the safety net
 log = get_logger(__name__)
 Deadline = tuple[datetime, str, str]
-
-
-def _dedup_acked(new_offset: Callable[[Any, Any], int | None]) -> Callable[[Any, Any], int | None]:
-    """faust can record an offset as acked twice around a restart; its commit then advances one duplicate
-    at a time. Deduplicating the acked list first lets one commit pass every contiguous acked offset."""
-
-    def deduplicated(consumer: Any, tp: Any) -> int | None:
-        acked = consumer._acked[tp]
-        if len(acked) != len(set(acked)):
-            acked[:] = sorted(set(acked))
-        return new_offset(consumer, tp)
-
-    return deduplicated
-
-
-FaustConsumer._new_offset = _dedup_acked(FaustConsumer._new_offset)  # type: ignore[method-assign,assignment]
 
 
 def load(raw: bytes | None, sku: str) -> SkuLedger:
