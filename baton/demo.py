@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from baton.runtime.settings import Settings
 from baton.scenario.model import Scenario, parse_scenario
 from baton.scenario.runner import EXIT_COMPLETED, RunOptions, RunOutcome, run_scenario
+from services.runtime.settings import Settings
 
 DEMO_RESOURCE = "builtin/demo.yaml"
 EXIT_NOT_ALL_SHIPPED = 1

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from baton.orders_cli import TimelineEntry, read_timeline
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.settings import Settings
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
 
 console = Console()
 err = Console(stderr=True)

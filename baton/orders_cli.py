@@ -22,10 +22,10 @@ from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 from rich.table import Table
 
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.settings import Settings
 from schemas.topics import ALL_TOPICS, DEAD_LETTERS
+from services.runtime.kafka import full_topic_name
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
 
 orders_app = typer.Typer(help="Where is my order? Status and story of one order.", no_args_is_help=True)
 console = Console()

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.settings import Settings
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
 
 
 @dataclass

@@ -7,11 +7,11 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 
-from baton.runtime.kafka import full_topic_name, spec_named
-from baton.runtime.settings import Settings
 from schemas.base import Message
 from schemas.envelope import encode, envelope_for
 from schemas.topics import TopicSpec
+from services.runtime.kafka import full_topic_name, spec_named
+from services.runtime.settings import Settings
 
 
 class Publisher:

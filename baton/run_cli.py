@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from baton.runtime.settings import Settings
+from services.runtime.settings import Settings
 
 run_app = typer.Typer(help="Run one service in this process (until Ctrl-C / SIGTERM).", no_args_is_help=True)
 NamespaceOpt = typer.Option(None, "--namespace", "-n", help="Topic prefix, consumer groups, Redis prefix.")
@@ -24,8 +24,8 @@ def _settings(namespace: str | None, web_port: int | None = None) -> Settings:
 def _start(app: object, service: str, settings: Settings, location: str | None = None) -> None:
     import asyncio
 
-    from baton.runtime.admin import ensure_topics
-    from baton.runtime.service import run_worker
+    from services.runtime.admin import ensure_topics
+    from services.runtime.service import run_worker
 
     asyncio.run(ensure_topics(settings, [location] if location else []))
 

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from baton.runtime.atp import parse_near, parse_time, position_of, stock_document
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.settings import Settings
 from schemas.inventory import AvailabilityChanged
 from schemas.network import Location
+from services.runtime.atp import parse_near, parse_time, position_of, stock_document
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
 
 stock_app = typer.Typer(help="Stock positions and available-to-promise.", no_args_is_help=True)
 console = Console()

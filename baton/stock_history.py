@@ -15,13 +15,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.settings import Settings
 from schemas.base import Message
 from schemas.envelope import InvalidMessage, decode
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
 from services.inventory.domain.ledger import SkuLedger, rebuild
+from services.runtime.kafka import full_topic_name
+from services.runtime.settings import Settings
 
 LEDGER_TABLE = "ledgers"
 

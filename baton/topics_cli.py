@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from baton.runtime.admin import ensure_topics, planned_topics
-from baton.runtime.settings import Settings
+from services.runtime.admin import ensure_topics, planned_topics
+from services.runtime.settings import Settings
 
 topics_app = typer.Typer(help="The Kafka topics of a namespace.", no_args_is_help=True)
 console = Console()

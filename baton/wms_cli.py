@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from baton.publish import Publisher
-from baton.runtime.settings import Settings
 from schemas.base import Message
 from schemas.topics import WMS_COMMANDS
 from schemas.wms import CountedLine, ExpectedLine, RequestCount, SupplyArrived
+from services.runtime.settings import Settings
 from services.wms_node.commands import claim_command, confirm_command, parse_pairs, release_command
 from services.wms_node.domain.layout import LayoutSpec, layout_for
 from services.wms_node.domain.model import SkuStock

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from baton.runtime.admin import delete_namespace
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.settings import Settings
 from baton.stack.local import ensured_stack, kafka_answers, redis_answers
+from services.runtime.admin import delete_namespace
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
 
 
 @pytest.fixture(scope="session")

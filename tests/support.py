@@ -10,15 +10,15 @@ from typing import Any
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime import replay
-from baton.runtime.admin import ensure_topics, wait_caught_up
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.settings import Settings
 from schemas.envelope import Envelope
 from schemas.inventory import CountStock
 from schemas.network import Location, LocationConfigured
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
+from services.runtime import replay
+from services.runtime.admin import ensure_topics, wait_caught_up
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
 
 
 def warehouse(location_id: str, lat: float = 48.86, lon: float = 2.35, handling_cost: float = 1.0) -> Location:

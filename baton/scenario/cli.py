@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from baton.runtime.settings import Settings
 from baton.scenario.model import ScenarioError, load_scenario
 from baton.scenario.runner import RunOptions, RunOutcome, run_scenario
+from services.runtime.settings import Settings
 
 scenario_app = typer.Typer(help="Play scenario files against the real services.", no_args_is_help=True)
 err = Console(stderr=True)

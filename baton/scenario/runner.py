@@ -16,11 +16,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.replay import read_topic
-from baton.runtime.settings import Settings
 from baton.scenario.generate import generated_orders
 from baton.scenario.invariants import check_invariants
 from baton.scenario.model import (
@@ -50,6 +45,11 @@ from schemas.topics import (
 )
 from schemas.wms import SupplyArrived
 from services.orchestrator.domain.rules import parse_rule_set
+from services.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
+from services.runtime.kafka import full_topic_name
+from services.runtime.readmodel import ReadModel
+from services.runtime.replay import read_topic
+from services.runtime.settings import Settings
 
 SETTLED = frozenset({"shipped", "collected", "expired", "cancelled", "rejected"})
 # waiting on something outside the run once the whole timeline is played and every service caught up

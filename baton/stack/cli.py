@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from baton.runtime.settings import get_settings
 from baton.stack.local import LocalStack, StackError, StackStatus
+from services.runtime.settings import get_settings
 
 stack_app = typer.Typer(
     help="The local stack: a single-node Kafka (KRaft, from its jars) and Redis.",

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from baton.runtime.settings import Settings, get_settings, project_root
+from services.runtime.settings import Settings, get_settings, project_root
 
 KAFKA = "kafka"
 REDIS = "redis"

@@ -35,21 +35,21 @@ import redis.exceptions
 import structlog
 from faust.types import EventT
 
-from baton.runtime.atp import parse_near, parse_time, stock_document
-from baton.runtime.feed import TopicFeed
-from baton.runtime.inorder import HoleReader, InOrder, Tails
-from baton.runtime.kafka import Sender, create_app, full_topic_name, raw_topic
-from baton.runtime.logs import get_logger
-from baton.runtime.outbox import Emit
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.service import attach_heartbeat
-from baton.runtime.settings import Settings
 from schemas.base import Message
 from schemas.envelope import Envelope, InvalidMessage, decode, derived_id
 from schemas.inventory import AvailabilityChanged, ExpireReservation
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
 from services.inventory.domain.ledger import INVENTORY_COMMAND_TYPES, SkuLedger, replay
+from services.runtime.atp import parse_near, parse_time, stock_document
+from services.runtime.feed import TopicFeed
+from services.runtime.inorder import HoleReader, InOrder, Tails
+from services.runtime.kafka import Sender, create_app, full_topic_name, raw_topic
+from services.runtime.logs import get_logger
+from services.runtime.outbox import Emit
+from services.runtime.readmodel import ReadModel
+from services.runtime.service import attach_heartbeat
+from services.runtime.settings import Settings
 
 SERVICE = "inventory"
 BATCH_MAX = 500

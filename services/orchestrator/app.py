@@ -10,13 +10,6 @@ import faust
 import structlog
 from faust.types import EventT
 
-from baton.runtime.feed import TopicFeed
-from baton.runtime.kafka import Sender, consume, create_app, full_topic_name, raw_topic
-from baton.runtime.logs import get_logger
-from baton.runtime.outbox import Emit
-from baton.runtime.readmodel import CapacityCounter, ReadModel
-from baton.runtime.service import attach_heartbeat
-from baton.runtime.settings import Settings
 from schemas.base import Message
 from schemas.envelope import Envelope
 from schemas.network import LocationConfigured, RuleSetPublished
@@ -28,6 +21,13 @@ from services.orchestrator.domain.order import PLANNING_MESSAGES, Deadline, Orde
 from services.orchestrator.domain.rules import DEFAULT_RULES, RuleSet, RuleSetError, parse_rule_set
 from services.orchestrator.domain.sourcing import Availability, Supply
 from services.orchestrator.web import attach_web
+from services.runtime.feed import TopicFeed
+from services.runtime.kafka import Sender, consume, create_app, full_topic_name, raw_topic
+from services.runtime.logs import get_logger
+from services.runtime.outbox import Emit
+from services.runtime.readmodel import CapacityCounter, ReadModel
+from services.runtime.service import attach_heartbeat
+from services.runtime.settings import Settings
 
 SERVICE = "orchestrator"
 INBOX = (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS)

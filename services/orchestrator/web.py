@@ -10,7 +10,7 @@ from __future__ import annotations
 import faust
 from faust.web import Request, Response, View
 
-from baton.runtime.readmodel import ReadModel
+from services.runtime.readmodel import ReadModel
 
 
 def attach_web(app: faust.App, read_model: ReadModel) -> None:

@@ -19,19 +19,19 @@ import faust
 import structlog
 from faust.types import EventT
 
-from baton.runtime.feed import TopicFeed
-from baton.runtime.kafka import Sender, consume, create_app, full_topic_name, raw_topic
-from baton.runtime.logs import get_logger
-from baton.runtime.outbox import Emit
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.service import attach_heartbeat
-from baton.runtime.settings import Settings
 from schemas.base import Message
 from schemas.catalog import SkuConfigured
 from schemas.envelope import Envelope, derived_id
 from schemas.network import LocationConfigured
 from schemas.topics import CATALOG, NETWORK, WMS_COMMANDS, WMS_TASKS
 from schemas.wms import NodeTick, TaskCreated, TaskUpdated
+from services.runtime.feed import TopicFeed
+from services.runtime.kafka import Sender, consume, create_app, full_topic_name, raw_topic
+from services.runtime.logs import get_logger
+from services.runtime.outbox import Emit
+from services.runtime.readmodel import ReadModel
+from services.runtime.service import attach_heartbeat
+from services.runtime.settings import Settings
 from services.wms_node.config import config_row, node_config
 from services.wms_node.domain.model import Site, sku_key
 from services.wms_node.domain.node import WORKER_COMMANDS, Node, primary_key, skus_of

@@ -10,11 +10,11 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.settings import Settings
 from schemas.inventory import RecordSupply
 from schemas.orders import OrderCancelRequested
 from schemas.topics import INVENTORY_COMMANDS, ORDERS_EVENTS, ORDERS_INBOUND
+from services.runtime.kafka import full_topic_name
+from services.runtime.settings import Settings
 from tests.support import (
     availability,
     order_statuses,

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from baton.demo import demo_command
 from baton.orders_cli import orders_app
-from baton.runtime.settings import Settings
 from baton.scenario.generate import generated_orders
 from baton.scenario.model import Scenario, parse_scenario
 from baton.scenario.runner import RunOptions, run_scenario
 from baton.stock_cli import stock_app
+from services.runtime.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

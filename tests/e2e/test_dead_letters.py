@@ -10,10 +10,10 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.settings import Settings
 from schemas.network import DeadLettered
 from schemas.topics import DEAD_LETTERS, ORDERS_INBOUND
+from services.runtime.kafka import full_topic_name
+from services.runtime.settings import Settings
 from tests.support import (
     order_statuses,
     read_topic,

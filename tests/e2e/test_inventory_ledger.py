@@ -25,9 +25,6 @@ from typer.testing import CliRunner
 
 from baton.processes import ServiceProcess, ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import ensure_topics
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.settings import Settings
 from baton.stock_cli import stock_app
 from baton.stock_history import live_ledgers, rebuilt_ledgers
 from schemas.base import Message
@@ -45,6 +42,9 @@ from schemas.inventory import (
 )
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, NETWORK
+from services.runtime.admin import ensure_topics
+from services.runtime.kafka import full_topic_name
+from services.runtime.settings import Settings
 from tests.conftest import _cleanup
 from tests.support import availability, read_topic, wait_for
 

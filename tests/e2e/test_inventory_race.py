@@ -16,9 +16,6 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import consumer_lag, ensure_topics
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.settings import Settings
 from baton.stock_history import live_ledgers, rebuilt_ledgers
 from schemas.envelope import Envelope
 from schemas.inventory import AvailabilityChanged, StockMoved
@@ -29,6 +26,9 @@ from schemas.topics import (
     ORDERS_INBOUND,
     TopicSpec,
 )
+from services.runtime.admin import consumer_lag, ensure_topics
+from services.runtime.kafka import full_topic_name
+from services.runtime.settings import Settings
 from tests.support import (
     availability,
     load_network_and_stock,

@@ -10,11 +10,11 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import consumer_lag
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.settings import Settings
 from schemas.inventory import StockMoved
 from schemas.topics import INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, ORDERS_INBOUND
+from services.runtime.admin import consumer_lag
+from services.runtime.kafka import full_topic_name
+from services.runtime.settings import Settings
 from tests.support import (
     availability,
     order_statuses,

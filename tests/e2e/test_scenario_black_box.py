@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from baton.runtime.settings import Settings
 from baton.scenario.generate import generated_orders
 from baton.scenario.model import load_scenario
+from services.runtime.settings import Settings
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = Path(__file__).parent.parent / "scenarios"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from baton.runtime.settings import Settings
 from baton.scenario.model import load_scenario
 from baton.scenario.runner import RunOptions, run_scenario
+from services.runtime.settings import Settings
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = Path(__file__).parent.parent / "scenarios"

@@ -18,9 +18,9 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import ensure_topics
-from baton.runtime.settings import Settings
 from schemas.topics import ORDERS_INBOUND
+from services.runtime.admin import ensure_topics
+from services.runtime.settings import Settings
 from services.wms_node.views import NodeViews
 from tests.support import availability, load_network_and_stock, order_statuses, ship_order, wait_for, warehouse
 

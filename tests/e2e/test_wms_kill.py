@@ -12,13 +12,13 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import consumer_lag, ensure_topics
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.readmodel import ReadModel
-from baton.runtime.settings import Settings
 from schemas.inventory import StockMoved
 from schemas.topics import INVENTORY_MOVEMENTS, ORDERS_INBOUND, WMS_EVENTS, WMS_TASKS
 from schemas.wms import FulfilmentAccepted, ParcelShipped, TaskCreated, TaskUpdated
+from services.runtime.admin import consumer_lag, ensure_topics
+from services.runtime.kafka import full_topic_name
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
 from services.wms_node.views import NodeViews
 from tests.support import (
     availability,

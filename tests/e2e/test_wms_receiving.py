@@ -13,12 +13,12 @@ import pytest
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.runtime.admin import ensure_topics
-from baton.runtime.kafka import full_topic_name
-from baton.runtime.settings import Settings
 from schemas.inventory import RecordSupply
 from schemas.topics import INVENTORY_COMMANDS, WMS_COMMANDS, WMS_EVENTS
 from schemas.wms import ExpectedLine, GoodsReceived, SupplyArrived
+from services.runtime.admin import ensure_topics
+from services.runtime.kafka import full_topic_name
+from services.runtime.settings import Settings
 from services.wms_node.views import NodeViews
 from tests.support import availability, load_network_and_stock, read_topic, wait_for, warehouse
 

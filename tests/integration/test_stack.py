@@ -13,9 +13,9 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from baton.runtime.settings import Settings, get_settings
 from baton.stack import LocalStack, StackStatus, ensured_stack
 from baton.stack.local import wait_for_cmdline
+from services.runtime.settings import Settings, get_settings
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from baton.runtime.inorder import InOrder, Tails
 from schemas.envelope import envelope_for
 from schemas.inventory import CountStock, ExpireReservation, ReserveStock
 from services.inventory.app import EXPIRY_GRACE, Batch, Expiries, dump, load
 from services.inventory.domain.ledger import SkuLedger
+from services.runtime.inorder import InOrder, Tails
 
 TP = ("commands", 0)
 

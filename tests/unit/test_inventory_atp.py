@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from baton.runtime.atp import (
+from schemas.inventory import AvailabilityChanged, CountStock, ReceiveStock, RecordSupply, ReserveStock
+from schemas.network import Location
+from services.inventory.domain.ledger import SkuLedger
+from services.runtime.atp import (
     atp,
     atp_by_mode,
     atp_network,
@@ -20,9 +23,6 @@ from baton.runtime.atp import (
     promise_date,
     stock_document,
 )
-from schemas.inventory import AvailabilityChanged, CountStock, ReceiveStock, RecordSupply, ReserveStock
-from schemas.network import Location
-from services.inventory.domain.ledger import SkuLedger
 
 SKU = "TEE-M"
 NOW = datetime(2026, 11, 26, tzinfo=UTC)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from baton.runtime.outbox import Emit
 from schemas.base import Message
 from schemas.inventory import (
     AdjustStock,
@@ -27,6 +26,7 @@ from schemas.inventory import (
     SupplyRecorded,
 )
 from services.inventory.domain.ledger import SkuLedger, rebuild
+from services.runtime.outbox import Emit
 
 SKU = "TEE-M"
 D1 = datetime(2026, 12, 1, tzinfo=UTC)

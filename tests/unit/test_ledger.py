@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from baton.runtime.outbox import Emit
 from schemas.base import Message
 from schemas.inventory import (
     AdjustStock,
@@ -35,6 +34,7 @@ from schemas.inventory import (
 from schemas.orders import OrderPlaced
 from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
 from services.inventory.domain.ledger import Position, SkuLedger, rebuild
+from services.runtime.outbox import Emit
 
 SKU = "TEE-M"
 

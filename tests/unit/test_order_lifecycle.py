@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from baton.runtime.outbox import Emit
 from schemas.base import Message
 from schemas.inventory import (
     BackorderFilled,
@@ -29,6 +28,7 @@ from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import OrderSaga, OrderState, Snapshot
 from services.orchestrator.domain.rules import RuleSet, parse_rule_set
 from services.orchestrator.domain.sourcing import Availability, Supply
+from services.runtime.outbox import Emit
 from tests.unit.test_order_saga import accepted, kinds, of, refused, reserved, shipped
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import pytest
 
-from baton.runtime.outbox import Emit
 from schemas.base import Message
 from schemas.inventory import (
     ConsumeReservation,
@@ -35,6 +34,7 @@ from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import Decision, OrderSaga, OrderState
 from services.orchestrator.domain.rules import DEFAULT_RULES
 from services.orchestrator.domain.sourcing import Availability
+from services.runtime.outbox import Emit
 
 MAX_ATTEMPTS = DEFAULT_RULES.max_attempts
 

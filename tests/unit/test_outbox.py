@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baton.runtime.outbox import AppliedLog, Emit
 from schemas.inventory import CountStock, ReserveStock, StockReserved
 from schemas.network import Location
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
@@ -18,6 +17,7 @@ from schemas.wms import ConfirmTask, FulfilmentLine, FulfilOrder
 from services.inventory.domain.ledger import SkuLedger
 from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import OrderSaga
+from services.runtime.outbox import AppliedLog, Emit
 from services.wms_node.domain.model import WaveRules
 from services.wms_node.domain.node import Node, primary_key
 from services.wms_node.domain.work import Context, NodeConfig

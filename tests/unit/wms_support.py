@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 
-from baton.runtime.outbox import Emit
 from schemas.base import Message
 from schemas.wms import (
     ConfirmTask,
@@ -18,6 +17,7 @@ from schemas.wms import (
     ShortPickLine,
     TaskCreated,
 )
+from services.runtime.outbox import Emit
 from services.wms_node.domain.layout import LayoutSpec
 from services.wms_node.domain.model import Site, SkuStock, Task, WaveRules, sku_key, task_key
 from services.wms_node.domain.node import Node, primary_key, skus_of

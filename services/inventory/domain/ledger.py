@@ -32,7 +32,6 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from baton.runtime.outbox import AppliedLog, Emit
 from schemas.base import Message
 from schemas.envelope import derived_id
 from schemas.inventory import (
@@ -57,6 +56,7 @@ from schemas.inventory import (
     SupplyRecorded,
 )
 from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
+from services.runtime.outbox import AppliedLog, Emit
 
 ReservationStatus = Literal["held", "refused", "released", "consumed", "expired"]
 STOCK_LOST = "stock lost"

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from baton.runtime.outbox import AppliedLog, Emit
 from schemas.base import Message
 from schemas.envelope import derived_id
 from schemas.inventory import (
@@ -71,6 +70,7 @@ from schemas.wms import (
 from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.rules import DEFAULT_RULES, OrderFacts, Rule, RuleSet, applicable_rules
 from services.orchestrator.domain.sourcing import Availability, SourcingPlan, Supply, plan_backorder, plan_order
+from services.runtime.outbox import AppliedLog, Emit
 
 PLANNING_MESSAGES = (
     OrderPlaced,

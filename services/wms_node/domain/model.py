@@ -22,8 +22,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from baton.runtime.outbox import AppliedLog
 from schemas.wms import DeliveryMode, ExpectedLine, FulfilmentLine, Parcel, TaskKind, TaskLine, TaskStatus
+from services.runtime.outbox import AppliedLog
 from services.wms_node.domain.layout import LayoutSpec
 
 RequestStage = Literal[

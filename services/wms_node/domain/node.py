@@ -8,7 +8,6 @@ came back.
 
 from __future__ import annotations
 
-from baton.runtime.outbox import AppliedLog, Emit
 from schemas.base import Message
 from schemas.wms import (
     CancelFulfilment,
@@ -21,6 +20,7 @@ from schemas.wms import (
     RequestCount,
     SupplyArrived,
 )
+from services.runtime.outbox import AppliedLog, Emit
 from services.wms_node.domain import claims
 from services.wms_node.domain.counts import Counting
 from services.wms_node.domain.fulfilment import Fulfilment

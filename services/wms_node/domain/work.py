@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from baton.runtime.outbox import Emit
 from schemas.base import Message
 from schemas.envelope import derived_id
 from schemas.topics import INVENTORY_COMMANDS, WMS_EVENTS, WMS_TASKS
 from schemas.wms import Parcel, TaskCreated, TaskKind, TaskLine, TaskUpdated
+from services.runtime.outbox import Emit
 from services.wms_node.domain.layout import Layout, LayoutSpec, default_spec, layout_for
 from services.wms_node.domain.model import (
     BinMap,

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from baton.runtime.logs import get_logger
 from schemas.base import Message
 from schemas.envelope import InvalidMessage, decode
+from services.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -8,8 +8,8 @@ import time
 import faust
 from faust import Worker
 
-from baton.runtime.logs import configure_logging
-from baton.runtime.readmodel import ReadModel
+from services.runtime.logs import configure_logging
+from services.runtime.readmodel import ReadModel
 
 
 def attach_heartbeat(app: faust.App, read_model: ReadModel, name: str, interval: float = 2.0) -> None:

@@ -16,14 +16,14 @@ import redis.exceptions
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT, StreamT
 
-from baton.runtime.inorder import guard_for
-from baton.runtime.logs import get_logger
-from baton.runtime.outbox import Emit
-from baton.runtime.settings import Settings
 from schemas.base import Message
 from schemas.envelope import Envelope, InvalidMessage, decode, encode, envelope_for
 from schemas.network import DeadLettered
 from schemas.topics import ALL_TOPICS, DEAD_LETTERS, TopicSpec
+from services.runtime.inorder import guard_for
+from services.runtime.logs import get_logger
+from services.runtime.outbox import Emit
+from services.runtime.settings import Settings
 
 log = get_logger(__name__)
 _SPECS = {spec.name: spec for spec in ALL_TOPICS}

@@ -12,8 +12,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
-from baton.runtime.kafka import full_topic_name, topic_config
-from baton.runtime.settings import Settings
 from schemas.topics import (
     ALL_TOPICS,
     INVENTORY_COMMANDS,
@@ -25,6 +23,8 @@ from schemas.topics import (
     WMS_TASKS,
     TopicSpec,
 )
+from services.runtime.kafka import full_topic_name, topic_config
+from services.runtime.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
-from baton.runtime.logs import get_logger
+from services.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

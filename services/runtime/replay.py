@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from baton.runtime.settings import Settings
 from schemas.envelope import Envelope, InvalidMessage, decode
+from services.runtime.settings import Settings
 
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[Envelope | None, bytes]]:
