@@ -1,7 +1,8 @@
 """Follow a (compacted) topic from its beginning without a consumer group: master data such as the network.
 
 Every instance reads every partition, so each one holds the whole view; ``caught_up`` is set once the
-end offsets seen at start have been reached.
+end offsets seen at start have been reached. It reads committed records only (the producers are
+transactional), so the end offsets it waits for are the last stable offsets.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class TopicFeed:
             enable_auto_commit=False,
             group_id=None,
             auto_offset_reset="earliest",
+            # the producers are transactional: a view must never show what an aborted transaction wrote
+            isolation_level="read_committed",
         )
         await consumer.start()
         try:
