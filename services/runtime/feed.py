@@ -53,17 +53,18 @@ class TopicFeed:
 
     async def _follow(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
         pending = {tp for tp, end in ends.items() if end > 0}
-        if not pending:
-            self.caught_up.set()
         while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    self._apply(record.value)
-                    if tp in pending and record.offset + 1 >= ends[tp]:
-                        pending.discard(tp)
             if not pending and not self.caught_up.is_set():
                 self.caught_up.set()
+            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    self._apply(record.value)
+            # the consumer's position, not the last record's offset: a transaction's commit marker takes an
+            # offset of its own, so a partition's end can lie past its last readable record
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
 
     def _apply(self, raw: bytes | None) -> None:
         try:
