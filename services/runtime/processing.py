@@ -119,6 +119,12 @@ class Store(Generic[V]):
     def __len__(self) -> int:
         return sum(1 for _ in self.keys())
 
+    # --- what a reader outside the batches uses (HTTP views) ------------------------------------------
+    def committed_value(self, key: str) -> V | None:
+        """The value as of the last commit, decoded afresh (never what a batch in flight changed)."""
+        raw = self._committed.get(key)
+        return None if raw is None else self.spec.decode(raw)
+
     # --- what the engine uses ------------------------------------------------------------------------
     def restore(self, key: str, raw: bytes | None) -> None:
         """Apply one changelog record (None: a tombstone) while the task is restored."""
