@@ -23,8 +23,8 @@ from schemas.topics import (
     WMS_TASKS,
     TopicSpec,
 )
-from services.runtime.kafka import full_topic_name, topic_config
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name, topic_config
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ from faust.types import EventT, StreamT
 from schemas.base import Message
 from schemas.envelope import Envelope, InvalidMessage, decode, encode, envelope_for
 from schemas.network import DeadLettered
-from schemas.topics import ALL_TOPICS, DEAD_LETTERS, TopicSpec
+from schemas.topics import DEAD_LETTERS, TopicSpec
 from services.runtime.inorder import guard_for
 from services.runtime.logs import get_logger
 from services.runtime.outbox import Emit
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name, spec_named, topic_config
 
 log = get_logger(__name__)
-_SPECS = {spec.name: spec for spec in ALL_TOPICS}
 Handler = Callable[[Envelope, Message, EventT], Awaitable[None]]
 
 
@@ -61,21 +61,6 @@ def create_app(service: str, settings: Settings, *, web_port: int | None = None)
         key_serializer="raw",
         value_serializer="raw",
     )
-
-
-def spec_named(name: str) -> TopicSpec:
-    return _SPECS[name]
-
-
-def topic_config(spec: TopicSpec) -> dict[str, Any]:
-    config = {"cleanup.policy": spec.cleanup_policy, **spec.extra_config}
-    if spec.cleanup_policy == "delete":
-        config["retention.ms"] = str(spec.retention_ms)
-    return config
-
-
-def full_topic_name(settings: Settings, spec: TopicSpec, location: str | None = None) -> str:
-    return settings.topic(spec.resolve(location))
 
 
 def raw_topic(app: faust.App, settings: Settings, spec: TopicSpec, location: str | None = None) -> faust.TopicT:
