@@ -39,7 +39,7 @@ def run_orchestrator(
     web_port: int | None = typer.Option(None, help="Serve order status over HTTP on this port."),
 ) -> None:
     """The OMS: intake, order saga, sourcing, status out."""
-    from services.orchestrator.app import build
+    from services.orchestrator.faust_app import build
 
     settings = _settings(namespace, web_port)
     _start(build(settings), "orchestrator", settings)

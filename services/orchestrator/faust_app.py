@@ -20,7 +20,7 @@ from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import PLANNING_MESSAGES, Deadline, OrderSaga, OrderState, Snapshot
 from services.orchestrator.domain.rules import DEFAULT_RULES, RuleSet, RuleSetError, parse_rule_set
 from services.orchestrator.domain.sourcing import Availability, Supply
-from services.orchestrator.web import attach_web
+from services.orchestrator.faust_web import attach_web
 from services.runtime.feed import TopicFeed
 from services.runtime.kafka import Sender, consume, create_app, full_topic_name, raw_topic
 from services.runtime.logs import get_logger
