@@ -77,12 +77,13 @@ class RunOutcome:
 def run_scenario(scenario: Scenario, base: Settings, options: RunOptions) -> RunOutcome:
     namespace = options.namespace or f"run-{uuid.uuid4().hex[:6]}"
     settings = base.with_namespace(namespace)
-    with _stack(settings, keep=options.keep):
+    with stack_for(settings, keep=options.keep):
         return asyncio.run(ScenarioRun(scenario, settings, options).play())
 
 
 @contextlib.contextmanager
-def _stack(settings: Settings, keep: bool) -> Iterator[None]:
+def stack_for(settings: Settings, keep: bool) -> Iterator[None]:
+    """Kafka and Redis up for a run: left running with ``keep``, else stopped after if this run started them."""
     if keep:
         LocalStack(settings).up()
         yield
@@ -112,20 +113,25 @@ class ScenarioRun:
     async def play(self) -> RunOutcome:
         started = time.monotonic()
         try:
-            await ensure_topics(self.settings, self.locations)
             async with Publisher(self.settings, source="baton/scenario") as publisher:
-                await self._load_network_and_stock(publisher)
-                self.services.start(orjson.dumps([w.model_dump() for w in self.scenario.workers]).decode())
-                self._progress("starting services", 0, len(self.services.services))
-                await self.services.wait_ready()
-                await self._wait_stock_loaded()
+                await self.bring_up(publisher)
                 completed = await self._play_timeline(publisher, started)
             result = await self._result(started, completed)
             return RunOutcome(result, EXIT_COMPLETED if completed else EXIT_TIMEOUT, self.services)
         finally:
-            await self._finish()
+            await self.finish()
 
-    async def _finish(self) -> None:
+    async def bring_up(self, publisher: Publisher) -> None:
+        """Topics, network, catalog, rules and stock published, then the services started and the stock loaded."""
+        await ensure_topics(self.settings, self.locations)
+        await self._load_network_and_stock(publisher)
+        self.services.start(orjson.dumps([w.model_dump() for w in self.scenario.workers]).decode())
+        self._progress("starting services", 0, len(self.services.services))
+        await self.services.wait_ready()
+        await self._wait_stock_loaded()
+
+    async def finish(self) -> None:
+        """Stop the services unless ``keep``; purge the namespace when asked."""
         if not self.options.keep:
             self.services.stop()
         if self.options.purge and not self.options.keep:
