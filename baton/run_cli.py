@@ -51,7 +51,7 @@ def run_inventory(
     web_port: int | None = typer.Option(None, help="Serve stock and ATP over HTTP on this port (GET /stock/SKU)."),
 ) -> None:
     """The stock ledger: the only writer of stock and reservations."""
-    from services.inventory.app import build
+    from services.inventory.faust_app import build
 
     settings = _settings(namespace, web_port)
     _start(build(settings), "inventory", settings)
