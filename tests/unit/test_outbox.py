@@ -18,10 +18,9 @@ from services.inventory.domain.ledger import SkuLedger
 from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.order import OrderSaga
 from services.runtime.outbox import AppliedLog, Emit
-from services.wms_node.domain.model import WaveRules
-from services.wms_node.domain.node import Node, primary_key
+from services.wms_node.domain.model import Unit, WaveRules
+from services.wms_node.domain.node import Node
 from services.wms_node.domain.work import Context, NodeConfig
-from services.wms_node.store import UndoStore
 
 
 def reserved(n: int) -> Emit:
@@ -47,7 +46,7 @@ def emits_of_every_core() -> list[Emit]:
         delivery=ShipTo(lat=48.0, lon=2.0),
     )
     out += OrderSaga(view, {"X": {"WH-A": 3}}).handle(None, placed, "m3").emits
-    node, store = Node("WH-A", NodeConfig(waves=WaveRules(max_orders=1))), UndoStore({})
+    node, table = Node("WH-A", NodeConfig(waves=WaveRules(max_orders=1))), dict[str, str | None]()
     ctx = Context(now=datetime(2026, 12, 1, tzinfo=UTC), ledger={"X": 5})
     request = FulfilOrder(
         request_id="O/a1/WH-A",
@@ -58,9 +57,9 @@ def emits_of_every_core() -> list[Emit]:
     confirms = [ConfirmTask(task_id=f"O/a1/WH-A/{kind}", order_id="O", request_id="O/a1/WH-A", location="WH-A")
                 for kind in ("pick", "pack", "ship")]
     for n, message in enumerate([request, *confirms]):
-        unit = store.unit(f"m-{n}", primary_key(message))
+        unit = Unit(table.get)
         out += node.handle(unit, message, f"m-{n}", ctx)
-        store.commit(unit, f"m-{n}", primary_key(message))
+        table.update(unit.changes())
     return out
 
 
