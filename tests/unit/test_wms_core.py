@@ -1,5 +1,5 @@
 """The WMS node's pure parts: layout and pick path, put-away, pick allocation, waves, cartonization, claims,
-slotting, receiving, cycle counts, the undo store, the auto-workers and the commands built for workers."""
+slotting, receiving, cycle counts, the auto-workers and the commands built for workers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,7 +38,6 @@ from services.wms_node.domain.waves import due_wave, next_due_at, waves_due
 from services.wms_node.domain.work import NodeConfig
 from services.wms_node.domain.workers import AutoWorker, behaviour_for
 from services.wms_node.janitor import Janitor
-from services.wms_node.store import UndoStore
 from services.wms_node.views import ViewWriter
 from tests.unit.wms_support import LOCATION, SMALL, T0, NodeHarness, created, of_type, one_task
 
@@ -396,42 +394,6 @@ def test_the_node_counts_demand_per_sku_for_slotting() -> None:
     assert (n.stock("TEE").picks, n.stock("TEE").units_picked) == (3, 3)
 
 
-# ---------------------------------------------------------------- crash part-way through a message
-
-
-class Recording(dict[str, bytes]):
-    """A table that remembers the order of its writes (the changelog's order)."""
-
-    def __init__(self, initial: dict[str, bytes]) -> None:
-        super().__init__(initial)
-        self.log: list[str] = []
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.log.append(key)
-        super().__setitem__(key, value)
-
-
-def test_a_message_cut_short_by_a_crash_is_applied_once_when_delivered_again() -> None:
-    """Replay every prefix of a message's changelog writes, as a crash would leave them, then re-deliver it."""
-    n = NodeHarness(ledger={"TEE": 10, "MUG": 10})
-    n.send(n.fulfil("O-1", ("TEE", 2), ("MUG", 1)))
-    confirm = n.confirm(f"O-1/a1/{LOCATION}/pick", missing={"TEE": 1})
-    before = dict(n.table)
-    n.table = Recording(n.table)
-    n.store = UndoStore(n.table)
-    reference = n.send(confirm, "crash-me")
-    complete = dict(n.table)
-    written = list(n.table.log)
-    assert written[-1] == f"task:O-1/a1/{LOCATION}/pick" and len(written) >= 4  # the primary entity last
-    for cut in range(len(written) + 1):
-        n.table.clear()
-        dict.update(n.table, before)
-        dict.update(n.table, {k: complete[k] for k in written[:cut]})
-        assert n.send(confirm, "crash-me") == reference, f"cut after {cut} writes"
-        assert len(n.store.undone) == (cut if cut < len(written) else 0)
-        assert {k: n.store.current(k) for k in n.table} == {k: n.store.current(k) for k in complete}
-
-
 # ---------------------------------------------------------------- auto-workers, commands, config
 
 
@@ -493,7 +455,7 @@ def test_finished_entities_leave_after_their_retention() -> None:
     for kind in ("pick", "pack", "ship"):
         n.send(n.confirm(f"O-1/a1/{LOCATION}/{kind}"))
     janitor = Janitor(retain_s=60)
-    janitor.observe([(k, n.store.current(k)) for k in n.table], T0)
+    janitor.observe(n.table.items(), T0)
     finished = {"order:O-1", *(f"task:O-1/a1/{LOCATION}/{k}" for k in ("pick", "pack", "ship"))}
     assert set(janitor.since) == finished  # O-2 is still being picked; sites, bins and SKUs are never removed
     assert janitor.due(T0 + timedelta(seconds=59)) == []
@@ -527,7 +489,7 @@ def test_a_backlog_is_released_a_few_waves_per_tick() -> None:
     n.node.config = NodeConfig(layout=SMALL, waves=WaveRules(max_orders=4, max_wait_s=1))
     n.site()  # the site keeps the rules it was created with: change them as a reconfigured site would
     site = n.site().model_copy(update={"waves": WaveRules(max_orders=4, max_wait_s=1)})
-    n.table["site"] = orjson.dumps({"m": "reconfigured", "v": site.model_dump_json(), "p": None})
+    n.replace("site", site.model_dump_json())
     n.advance(2)
     assert len(created(n.send(NodeTick(location=LOCATION)))) == 5 * 4
     assert len(created(n.send(NodeTick(location=LOCATION)))) == 30 - 20

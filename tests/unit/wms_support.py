@@ -1,4 +1,7 @@
-"""A WMS node core on a dict instead of a faust table, with a clock: what the node's agent does, minus Kafka."""
+"""A WMS node on a task store driven in memory, with a clock: what the engine does with the node, minus Kafka.
+
+Each ``send`` is one batch: the message goes through the node service (the core, through a ``Unit`` over the
+task's store), then the batch commits (its changelog becomes the committed state)."""
 
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ from schemas.wms import (
     TaskCreated,
 )
 from services.runtime.outbox import Emit
+from services.runtime.processing import Store, TaskContext
 from services.wms_node.domain.layout import LayoutSpec
 from services.wms_node.domain.model import Site, SkuStock, Task, WaveRules, sku_key, task_key
-from services.wms_node.domain.node import Node, primary_key, skus_of
-from services.wms_node.domain.work import Context, NodeConfig, SiteInfo, SkuData
-from services.wms_node.store import UndoStore
+from services.wms_node.domain.node import Node
+from services.wms_node.domain.work import NodeConfig, SiteInfo, SkuData
+from services.wms_node.service import STATE, MasterData, NodeService
 
 LOCATION = "WH-PAR"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -43,26 +47,34 @@ class NodeHarness:
         reject_all: bool = False,
     ) -> None:
         self.location = location
-        self.table: dict[str, bytes] = {}
-        self.store = UndoStore(self.table)
         self.node = Node(location, NodeConfig(layout=layout, waves=waves, reject_all=reject_all))
-        self.info = info
+        self.master = MasterData(location)
+        self.master.info = info
+        self.master.catalog = dict(catalog or {})
         self.ledger = dict(ledger or {})
-        self.catalog = dict(catalog or {})
+        self.service = NodeService(location, f"ns.wms.{location}.commands.v1", self.node, self.master, retain_s=3600)
+        self.store: Store[str] = Store(STATE)
+        self.ctx = TaskContext(f"baton/wms/{location}", 0, {STATE.name: self.store}, lambda name, loc: f"ns.{name}")
         self.now = T0
         self.n = 0
 
     def send(self, message: Message, message_id: str | None = None) -> list[Emit]:
+        """One message as a batch of its own, committed."""
         self.n += 1
-        message_id = message_id or f"m-{self.n}"
-        key = primary_key(message)
-        unit = self.store.unit(message_id, key)
-        # like the node's agent: the ledger's on-hand only for the message's SKUs the node has not met yet
-        ledger = {s: self.ledger.get(s, 0) for s in skus_of(message) if sku_key(s) not in self.table}
-        ctx = Context(now=self.now, info=self.info, ledger=ledger, catalog=self.catalog)
-        emits = self.node.handle(unit, message, message_id, ctx)
-        self.store.commit(unit, message_id, key)
+        self.master.on_hand = {sku: (0, qty) for sku, qty in self.ledger.items()}
+        emits = self.service.apply(self.ctx, message, message_id or f"m-{self.n}", self.now)
+        self.store.committed(self.store.changelog())
+        self.ctx.take()
         return emits
+
+    @property
+    def table(self) -> dict[str, str]:
+        """The committed entities by key (JSON text)."""
+        return {key: value for key, value in self.store.items()}
+
+    def replace(self, key: str, value: str) -> None:
+        """Overwrite an entity as a reconfiguration would (a committed value)."""
+        self.store.restore(key, value.encode())
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
@@ -70,21 +82,21 @@ class NodeHarness:
     # ---------------------------------------------------------------- state
 
     def entity(self, key: str) -> dict[str, Any] | None:
-        value = self.store.current(key)
+        value = self.store.get(key)
         return orjson.loads(value) if value else None
 
     def task(self, task_id: str) -> Task:
-        value = self.store.current(task_key(task_id))
+        value = self.store.get(task_key(task_id))
         assert value is not None, f"no task {task_id}"
         return Task.model_validate_json(value)
 
     def stock(self, sku: str) -> SkuStock:
-        value = self.store.current(sku_key(sku))
+        value = self.store.get(sku_key(sku))
         assert value is not None, f"no stock of {sku}"
         return SkuStock.model_validate_json(value)
 
     def site(self) -> Site:
-        value = self.store.current("site")
+        value = self.store.get("site")
         assert value is not None
         return Site.model_validate_json(value)
 

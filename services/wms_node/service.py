@@ -1,0 +1,227 @@
+"""A WMS node on the processing engine: one task (its inbox has one partition), its entities in one store.
+
+``handle`` parses nothing itself (the engine decoded the envelope): it builds the core's context from in-memory
+views only (the location's master data, SKU weights and volumes, the ledger's on-hand from the compacted
+availability topic), calls the pure core through a ``Unit`` over the task's store, puts back what changed and
+sends what the core returned, all in the batch's transaction. No Redis, no awaits on that path: the Redis
+views, the janitor's bookkeeping and the replies awaited by the HTTP API are handed over once the batch
+committed, one buffer per batch.
+
+The timer (``on_timer``) releases due waves and lapsed claims by applying a ``NodeTick`` straight to the store
+(inside the timer's transaction), and deletes the entities finished longer ago than ``retain_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.base import Message
+from schemas.catalog import SkuConfigured
+from schemas.envelope import Envelope, derived_id
+from schemas.inventory import AvailabilityChanged
+from schemas.network import LocationConfigured
+from schemas.wms import NodeTick, TaskUpdated
+from services.runtime.logs import get_logger
+from services.runtime.outbox import Emit
+from services.runtime.processing import AfterCommit, Incoming, Store, StoreSpec, StreamService, TaskContext
+from services.wms_node.domain.model import Site, Unit, sku_key
+from services.wms_node.domain.node import WORKER_COMMANDS, Node, skus_of
+from services.wms_node.domain.waves import next_due_at
+from services.wms_node.domain.work import Context, SiteInfo, SkuData
+from services.wms_node.janitor import Janitor
+from services.wms_node.views import reply_of
+
+log = get_logger(__name__)
+Changes = list[tuple[str, str | None]]
+Replies = dict[str, dict[str, Any]]
+
+# The node's entities by key (site, journal, bins, sku:…, order:…, task:…, supply:…), as their JSON text.
+STATE = StoreSpec[str]("state", encode=str.encode, decode=bytes.decode)
+
+
+class MasterData:
+    """What the node knows of the world, followed from compacted topics: its own network entry, the SKUs'
+    weights and volumes, and the ledger's on-hand at this location (for a SKU the node meets the first time)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.info: SiteInfo | None = None
+        self.catalog: dict[str, SkuData] = {}
+        self.on_hand: dict[str, tuple[int, int]] = {}  # sku -> (ledger version, on hand)
+
+    def on_network(self, message: Message) -> None:
+        if isinstance(message, LocationConfigured) and message.location.id == self.location:
+            loc = message.location
+            self.info = SiteInfo(kind=loc.kind, capabilities=tuple(loc.capabilities),
+                                 daily_capacity=loc.daily_capacity, open=loc.open)
+
+    def on_catalog(self, message: Message) -> None:
+        if isinstance(message, SkuConfigured):
+            self.catalog[message.sku] = SkuData(weight_g=message.weight_g, volume_cm3=message.volume_cm3)
+
+    def on_availability(self, message: Message) -> None:
+        if not isinstance(message, AvailabilityChanged) or message.location != self.location:
+            return
+        known = self.on_hand.get(message.sku)
+        if known is None or message.version >= known[0]:  # a replayed older position never wins
+            self.on_hand[message.sku] = (message.version, message.on_hand)
+
+    def ledger_on_hand(self, skus: Iterable[str]) -> dict[str, int]:
+        return {sku: self.on_hand.get(sku, (0, 0))[1] for sku in skus}
+
+
+@dataclass
+class Committed:
+    """What one batch changed, handed to the views, the janitor and the HTTP waiters once it committed."""
+
+    changes: Changes = field(default_factory=list)
+    replies: Replies = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)
+    now: datetime | None = None
+
+
+class CommitSink:
+    """Where committed batches go (Redis views, the waiting HTTP requests); the service never awaits it."""
+
+    def committed(self, batch: Committed) -> None:
+        """Called after the batch's transaction committed."""
+
+
+class NodeService(StreamService):
+    stores = (STATE,)
+    timer_interval_s = 0.2
+
+    def __init__(
+        self,
+        location: str,
+        inbox: str,
+        node: Node,
+        master: MasterData,
+        *,
+        retain_s: float,
+        sink: CommitSink | None = None,
+        follow: Callable[[], Iterable[asyncio.Event]] | None = None,
+    ) -> None:
+        self.name = f"wms-{location}"
+        self.source = f"baton/wms/{location}"
+        self.location = location
+        self.inbox = inbox
+        self.node = node
+        self.master = master
+        self.janitor = Janitor(retain_s)
+        self.sink = sink or CommitSink()
+        self.follow = follow  # starts the master-data feeds; returns their caught-up events
+        self.task_ctx: TaskContext | None = None  # the node's one task, once assigned (read by the HTTP API)
+        self._batch: Committed | None = None
+        self._batch_callback: AfterCommit | None = None
+        self._site: tuple[str, Site] | None = None  # the site as last parsed, with the text it came from
+
+    # ------------------------------------------------------------------ engine hooks
+
+    def inputs(self) -> list[str]:
+        return [self.inbox]
+
+    async def start(self) -> None:
+        if self.follow is not None:
+            for caught_up in self.follow():
+                await caught_up.wait()
+
+    def on_assigned(self, ctx: TaskContext) -> None:
+        """Restored: every entity counts as finished from now (janitor), and the views are rebuilt from it."""
+        self.task_ctx = ctx
+        everything = list(ctx.store(STATE.name).items())
+        now = datetime.now(UTC)
+        self.janitor = Janitor(self.janitor.retain.total_seconds())
+        self.janitor.observe(everything, now)
+        self.sink.committed(Committed(changes=everything, now=now))
+
+    def on_revoked(self, task: int) -> None:
+        self.task_ctx = None
+        self._batch = None
+
+    def handle(self, ctx: TaskContext, envelope: Envelope, message: Message, record: Incoming) -> None:
+        emits = self.apply(ctx, message, envelope.id, envelope.time)
+        ctx.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
+        if isinstance(message, WORKER_COMMANDS):
+            self.batch(ctx).replies.update(_replies(envelope.id, emits))
+
+    def on_timer(self, ctx: TaskContext) -> None:
+        store = ctx.store(STATE.name)
+        now = ctx.now
+        if self.tick_due(store, now):
+            tick_id = derived_id(self.location, "tick", now)
+            emits = self.apply(ctx, NodeTick(location=self.location), tick_id, now)
+            ctx.send(emits, correlationid=f"{self.location}:tick", causationid=tick_id)
+        gone = self.janitor.due(now)
+        if gone:
+            for key in gone:
+                store.delete(key)
+            batch = self.batch(ctx)
+            batch.changes += [(key, None) for key in gone]
+            batch.gone += gone
+
+    # ------------------------------------------------------------------ the work
+
+    def apply(self, ctx: TaskContext, message: Message, message_id: str, now: datetime) -> list[Emit]:
+        """One message through the pure core; the entities it changed are put back in the store."""
+        store: Store[str] = ctx.store(STATE.name)
+        first_met = [sku for sku in skus_of(message) if store.get(sku_key(sku)) is None]
+        core_ctx = Context(now=now, info=self.master.info, ledger=self.master.ledger_on_hand(first_met),
+                           catalog=self.master.catalog)
+        unit = Unit(store.get)
+        emits = self.node.handle(unit, message, message_id, core_ctx)
+        changes = unit.changes()
+        for key, value in changes:
+            if value is None:
+                store.delete(key)
+            else:
+                store.put(key, value)
+        batch = self.batch(ctx)
+        batch.changes += changes
+        batch.now = now
+        return emits
+
+    def tick_due(self, store: Store[str], now: datetime) -> bool:
+        """Whether a wave's cut-off or a claim's deadline has come, read from the in-memory site."""
+        site = self.site(store)
+        if site is None:
+            return False
+        wave_at = next_due_at(site.pending, site.waves)
+        return (wave_at is not None and wave_at <= now) or any(until <= now for until in site.claims.values())
+
+    def site(self, store: Store[str]) -> Site | None:
+        raw = store.get("site")
+        if raw is None:
+            return None
+        if self._site is None or self._site[0] is not raw:
+            self._site = (raw, Site.model_validate_json(raw))
+        return self._site[1]
+
+    def batch(self, ctx: TaskContext) -> Committed:
+        """This batch's buffer for after the commit: one per batch (a rolled-back batch's buffer is dropped with
+        the callback the engine forgets, so a re-applied batch starts a fresh one)."""
+        if self._batch is None or self._batch_callback not in ctx.after:
+            batch = Committed()
+            self._batch = batch
+
+            async def committed() -> None:
+                self.janitor.observe(batch.changes, batch.now or ctx.now)
+                self.janitor.forget(batch.gone)
+                self.sink.committed(batch)
+
+            self._batch_callback = committed
+            ctx.after_commit(committed)
+        return self._batch
+
+
+def _replies(command_id: str, emits: list[Emit]) -> Replies:
+    update = next((e.message for e in emits if isinstance(e.message, TaskUpdated)
+                   and e.message.command_id == command_id), None)
+    return {command_id: reply_of(update.model_dump(mode="json") if update else None, command_id)}
+
+
+__all__ = ["STATE", "CommitSink", "Committed", "MasterData", "NodeService"]
