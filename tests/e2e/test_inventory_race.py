@@ -27,8 +27,8 @@ from schemas.topics import (
     TopicSpec,
 )
 from services.runtime.admin import consumer_lag, ensure_topics
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 from tests.support import (
     availability,
     load_network_and_stock,
