@@ -1,0 +1,1 @@
+"""``baton bench``: throughput, latency, cost per order and crash survival, beside raw Kafka."""
