@@ -14,10 +14,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from baton.invariants import (
+    SETTLED_STATUSES,
+    WAITING_STATUSES,
+    check_invariants_from_topics,
+    initial_count_prefix,
+)
 from baton.processes import ServiceSet
 from baton.publish import Publisher
 from baton.scenario.generate import generated_orders
-from baton.scenario.invariants import check_invariants
 from baton.scenario.model import (
     ArrivalStep,
     CancelStep,
@@ -30,14 +35,13 @@ from baton.scenario.model import (
 )
 from baton.stack.local import LocalStack, ensured_stack
 from schemas.catalog import SkuConfigured
-from schemas.inventory import CountStock, RecordSupply, StockMoved
+from schemas.inventory import CountStock, RecordSupply
 from schemas.network import Location, LocationConfigured, RuleSetPublished
 from schemas.orders import OrderCancelRequested, OrderPlaced, PickupCollected, ReturnRequested
 from schemas.topics import (
     CATALOG,
     DEAD_LETTERS,
     INVENTORY_COMMANDS,
-    INVENTORY_MOVEMENTS,
     NETWORK,
     ORDERS_INBOUND,
     RULES,
@@ -48,12 +52,12 @@ from services.orchestrator.domain.rules import parse_rule_set
 from services.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
 from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
-from services.runtime.replay import read_topic
+from services.runtime.replay import topic_partitions
 from services.runtime.settings import Settings
 
-SETTLED = frozenset({"shipped", "collected", "expired", "cancelled", "rejected"})
+SETTLED = SETTLED_STATUSES
 # waiting on something outside the run once the whole timeline is played and every service caught up
-WAITING = frozenset({"backordered", "ready_for_pickup", "reserved"})
+WAITING = WAITING_STATUSES
 EXIT_COMPLETED, EXIT_TIMEOUT = 0, 3
 Progress = Callable[[str, int, int], None]
 
@@ -155,7 +159,7 @@ class ScenarioRun:
             supply = RecordSupply(supply_id=row.id, sku=row.sku, location=row.location, qty=row.qty, eta=eta)
             await publisher.publish(INVENTORY_COMMANDS, row.sku, supply, correlationid=row.id)
         for (location, sku), (qty, safety) in self._initial_positions().items():
-            count = CountStock(count_id=f"{self.settings.namespace}:initial:{location}:{sku}", sku=sku,
+            count = CountStock(count_id=f"{initial_count_prefix(self.settings.namespace)}{location}:{sku}", sku=sku,
                                location=location, qty=qty, safety_stock=safety)
             await publisher.publish(INVENTORY_COMMANDS, sku, count, correlationid=count.count_id)
         await publisher.flush()
@@ -252,7 +256,7 @@ class ScenarioRun:
         views = await self.read_model.read_orders(self.order_ids)
         orders = {oid: _order_result(view) for oid, view in views.items()}
         stock = await self._stock()
-        violations = check_invariants(self.scenario, orders, stock, await self._other_movements())
+        invariants = await check_invariants_from_topics(self.settings, self.scenario, orders=orders, stock=stock)
         return {
             "scenario": self.scenario.name,
             "namespace": self.settings.namespace,
@@ -261,22 +265,8 @@ class ScenarioRun:
             "orders": orders,
             "stock": stock,
             "dead_letters": await count_messages(self.settings, full_topic_name(self.settings, DEAD_LETTERS)),
-            "invariants": {"ok": not violations, "violations": violations},
+            "invariants": invariants.summary(),
         }
-
-    async def _other_movements(self) -> dict[tuple[str, str], int]:
-        """Net on-hand changes the ledger recorded besides shipments and the initial load."""
-        initial = f"{self.settings.namespace}:initial:"
-        out: dict[tuple[str, str], int] = {}
-        for envelope, _ in await read_topic(self.settings, full_topic_name(self.settings, INVENTORY_MOVEMENTS)):
-            if envelope is None or envelope.type != StockMoved.event_type:
-                continue
-            moved = StockMoved.model_validate(envelope.data)
-            if moved.kind == "shipped" or moved.cause_id.startswith(initial):
-                continue
-            key = (moved.location, moved.sku)
-            out[key] = out.get(key, 0) + moved.delta
-        return out
 
     async def _stock(self) -> dict[str, dict[str, dict[str, int]]]:
         skus = sorted({s.sku for s in self.scenario.skus})
@@ -312,13 +302,12 @@ def _order_result(view: dict[str, Any] | None) -> dict[str, Any]:
 
 async def count_messages(settings: Settings, topic: str) -> int:
     """How many messages a topic holds (sum of its partitions' end offsets)."""
+    partitions = (await topic_partitions(settings, [topic])).get(topic, [])
+    if not partitions:
+        return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer._client.cluster.partitions_for_topic(topic) or set()
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return sum(ends.values())
     finally:

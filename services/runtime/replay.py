@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.envelope import Envelope, InvalidMessage, decode
 from services.runtime.settings import Settings
 
 
+async def topic_partitions(settings: Settings, topics: Iterable[str]) -> dict[str, list[int]]:
+    """The partition numbers of each topic that exists (missing topics are left out)."""
+    wanted = list(topics)
+    if not wanted:
+        return {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(wanted)
+    finally:
+        await admin.close()
+    return {
+        str(topic["topic"]): sorted(int(p["partition"]) for p in topic["partitions"])
+        for topic in described
+        if not topic["error_code"] and topic["partitions"]
+    }
+
+
 async def read_topic(settings: Settings, topic: str) -> list[tuple[Envelope | None, bytes]]:
-    """Every message of a topic: (its envelope, or None when it does not parse; the raw value)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    """Every committed message of a topic: (its envelope, or None when it does not parse; the raw value).
+
+    Read committed: what an aborted transaction wrote never happened.
+    """
+    partitions = (await topic_partitions(settings, [topic])).get(topic, [])
+    tps = [TopicPartition(topic, p) for p in partitions]
+    if not tps:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer._client.cluster.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        starts = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
         ends = await consumer.end_offsets(tps)
         out: list[tuple[Envelope | None, bytes]] = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:

@@ -1,4 +1,4 @@
-"""Scenario files: parsing with errors that name the field, generated orders, and the invariant check."""
+"""Scenario files: parsing with errors that name the field, and generated orders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baton.scenario.generate import generated_orders
-from baton.scenario.invariants import check_invariants
 from baton.scenario.model import (
     CancelStep,
     OrderPlacedStep,
@@ -354,93 +353,3 @@ def test_generation_is_reproducible_for_any_seed(seed: int, orders: int) -> None
     first = generated_orders(generating(orders=orders, seed=seed))
     assert first == generated_orders(generating(orders=orders, seed=seed))
     assert len(first) == orders
-
-
-# ---------------------------------------------------------------- invariants
-
-
-def position(on_hand: int, reserved: int = 0, safety: int = 0) -> dict[str, int]:
-    return {"on_hand": on_hand, "reserved": reserved, "safety_stock": safety, "available": 0}
-
-
-def shipped_order(qty: int = 2, status: str = "shipped", location: str = "WH-PAR") -> dict[str, Any]:
-    return {
-        "status": status,
-        "lines": [{"sku": "TEE-M", "ordered": qty, "shipped": qty, "cancelled": 0, "open": 0}],
-        "shipments": [{"location": location, "lines": [{"sku": "TEE-M", "qty": qty}], "tracking": "T"}],
-    }
-
-
-SCENARIO = parse_scenario(doc())
-
-
-def test_a_consistent_run_has_no_violations() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(8, reserved=2, safety=2)}, "ST-LYO": {"TEE-M": position(0)}}
-    orders = {"O-1": shipped_order(2), "O-2": {"status": "allocated", "lines": []}}
-    assert check_invariants(SCENARIO, orders, stock) == []
-
-
-def test_stock_appearing_at_an_unstocked_location_breaks_conservation() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(10)}, "ST-LYO": {"TEE-M": position(3)}}
-    violations = check_invariants(SCENARIO, {}, stock)
-    assert any(v.startswith("conservation: TEE-M@ST-LYO") for v in violations)
-
-
-def test_safety_stock_above_on_hand_with_nothing_reserved_is_not_an_oversell() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(8)}, "ST-LYO": {"TEE-M": position(0, safety=1)}}
-    assert check_invariants(SCENARIO, {"O-1": shipped_order(2)}, stock) == []
-
-
-def test_negative_on_hand_is_an_oversell() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(-1)}}
-    violations = check_invariants(SCENARIO, {}, stock)
-    assert any("TEE-M@WH-PAR on hand -1 < 0" in v for v in violations)
-
-
-def test_reserving_into_safety_stock_is_an_oversell() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(10, reserved=9, safety=2)}}
-    violations = check_invariants(SCENARIO, {"O-1": {"status": "allocated", "lines": []}}, stock)
-    assert violations == ["no oversell: TEE-M@WH-PAR reserved 9 > on hand - safety"]
-
-
-def test_stock_that_moved_without_a_shipment_breaks_conservation() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(7)}}
-    violations = check_invariants(SCENARIO, {"O-1": shipped_order(2)}, stock)
-    assert violations == [
-        "conservation: TEE-M@WH-PAR on hand 7, expected 8 (initial + received - shipped +- adjustments)"
-    ]
-
-
-def test_a_shipment_from_a_location_without_that_stock_breaks_conservation() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(10)}}
-    violations = check_invariants(SCENARIO, {"O-1": shipped_order(1, location="ST-LYO")}, stock)
-    assert any(v.startswith("conservation: TEE-M@ST-LYO") for v in violations)
-    assert any("no oversell" in v for v in violations) is False
-
-
-def test_unaccounted_line_is_reported() -> None:
-    order = shipped_order(2)
-    order["lines"][0]["shipped"] = 1
-    violations = check_invariants(SCENARIO, {"O-1": order}, {"WH-PAR": {"TEE-M": position(8)}})
-    assert len(violations) == 1 and violations[0].startswith("line accounting: O-1 TEE-M")
-
-
-def test_reservations_left_when_every_order_settled_are_reported() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(8, reserved=1)}}
-    violations = check_invariants(SCENARIO, {"O-1": shipped_order(2)}, stock)
-    assert violations == ["reservations: TEE-M@WH-PAR still reserves 1 with every order settled"]
-
-
-def test_reservations_of_unsettled_orders_are_fine() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(8, reserved=1)}}
-    orders = {"O-1": shipped_order(2), "O-2": {"status": "in_fulfilment", "lines": []}}
-    assert check_invariants(SCENARIO, orders, stock) == []
-
-
-def test_recorded_adjustments_and_receipts_count_toward_conservation() -> None:
-    stock = {"WH-PAR": {"TEE-M": position(10 - 1 - 2 + 5)}}
-    orders = {"O-1": {"status": "shipped", "lines": [], "shipments": [
-        {"location": "WH-PAR", "lines": [{"sku": "TEE-M", "qty": 1}], "tracking": "T"}]}}
-    movements = {("WH-PAR", "TEE-M"): -2 + 5}  # a short pick's correction, then a receipt
-    assert check_invariants(SCENARIO, orders, stock, movements) == []
-    assert check_invariants(SCENARIO, orders, stock) != []

@@ -1,0 +1,397 @@
+"""The brief's invariants: their one definition, shared by the scenario runner, the bench and the audits.
+
+The checks are pure functions over plain data (``Facts``: the orders' views, the final stock positions, the
+reservation events and the ledger's stock movements); ``check_invariants_from_topics`` gathers those facts
+from a namespace's topics and its Redis read model. Every check says whether it held and, when broken,
+which orders or ``SKU@location`` positions broke it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from schemas.base import Message
+from schemas.inventory import (
+    BackorderFilled,
+    ReservationConsumed,
+    ReservationExpired,
+    ReservationRefused,
+    ReservationReleased,
+    StockMoved,
+    StockReserved,
+)
+from schemas.orders import TERMINAL_STATUSES
+from schemas.topics import INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
+from services.runtime.kafka import full_topic_name
+from services.runtime.readmodel import ReadModel
+from services.runtime.replay import read_topic
+from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from baton.scenario.model import Scenario
+
+SETTLED_STATUSES = TERMINAL_STATUSES
+# waiting on something outside the run (supply that never lands, a customer who never comes)
+WAITING_STATUSES = frozenset({"backordered", "ready_for_pickup", "reserved"})
+
+StockKey = tuple[str, str]  # (location, sku)
+Orders = Mapping[str, Mapping[str, Any]]  # order id -> view: status, lines, shipments
+Stock = Mapping[str, Mapping[str, Mapping[str, int]]]  # location -> sku -> on_hand, reserved, safety_stock...
+RESERVATION_EVENTS: tuple[type[Message], ...] = (
+    StockReserved, BackorderFilled, ReservationConsumed, ReservationReleased, ReservationExpired, ReservationRefused
+)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a run was meant to contain: its orders, and the stock loaded at its start.
+
+    ``initial_stock`` None: the stock was loaded by movements recorded on the ledger like any other.
+    Movements caused by ``initial_cause_prefix`` are the initial load, already counted in ``initial_stock``.
+    """
+
+    order_ids: tuple[str, ...]
+    skus: tuple[str, ...] = ()
+    initial_stock: Mapping[StockKey, int] | None = None
+    initial_cause_prefix: str | None = None
+    settled_statuses: frozenset[str] = SETTLED_STATUSES | WAITING_STATUSES
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, namespace: str) -> Expected:
+        from baton.scenario.generate import generated_orders
+        from baton.scenario.model import OrderPlacedStep
+
+        placed = [s for s in [*scenario.events, *generated_orders(scenario)] if isinstance(s, OrderPlacedStep)]
+        initial: dict[StockKey, int] = defaultdict(int)
+        for row in scenario.stock:
+            initial[(row.location, row.sku)] += row.qty
+        return cls(
+            order_ids=tuple(dict.fromkeys(s.order.order_id for s in placed)),
+            skus=tuple(sorted({s.sku for s in scenario.skus})),
+            initial_stock=dict(initial),
+            initial_cause_prefix=initial_count_prefix(namespace),
+        )
+
+
+def initial_count_prefix(namespace: str) -> str:
+    """The ``count_id`` prefix of the counts that load a run's starting stock."""
+    return f"{namespace}:initial:"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a run produced. ``None`` events: not known (the checks that need them are not run)."""
+
+    orders: Orders
+    stock: Stock
+    reservation_events: Sequence[Message] | None = None
+    movements: Sequence[StockMoved] | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    title: str
+    culprits: tuple[str, ...] = ()  # order ids, or SKU@location
+    violations: tuple[str, ...] = ()
+
+    @property
+    def held(self) -> bool:
+        return not self.violations
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "held": self.held, "culprits": list(self.culprits),
+                "violations": list(self.violations)}
+
+
+@dataclass(frozen=True)
+class InvariantReport:
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.held for c in self.checks)
+
+    @property
+    def violations(self) -> list[str]:
+        return [v for c in self.checks for v in c.violations]
+
+    def summary(self) -> dict[str, Any]:
+        """The scenario result's ``invariants``: ``{"ok", "violations"}``."""
+        return {"ok": self.ok, "violations": self.violations}
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.summary(), "checks": [c.as_json() for c in self.checks]}
+
+
+def check_invariants(facts: Facts, expected: Expected | None = None) -> InvariantReport:
+    expected = expected or Expected(order_ids=tuple(facts.orders))
+    checks: list[Callable[[Facts, Expected], Check]] = [
+        every_order_settled, no_oversell, no_line_overshipped, lines_accounted, reserved_equals_open_holds,
+        reservations_ended, shipped_once, no_double_effect, stock_conserved,
+    ]
+    return InvariantReport(tuple(check(facts, expected) for check in checks))
+
+
+def _check(name: str, title: str, broken: Iterable[tuple[str, str]]) -> Check:
+    pairs = list(broken)
+    return Check(name, title, tuple(dict.fromkeys(c for c, _ in pairs)), tuple(v for _, v in pairs))
+
+
+def _positions(stock: Stock) -> Iterable[tuple[str, str, Mapping[str, int]]]:
+    for location, skus in sorted(stock.items()):
+        for sku, position in sorted(skus.items()):
+            yield location, sku, position
+
+
+# ---------------------------------------------------------------- orders
+
+
+def every_order_settled(facts: Facts, expected: Expected) -> Check:
+    stuck = [
+        (order_id, f"settled: {order_id} is still {order.get('status', 'unknown')}")
+        for order_id, order in sorted(facts.orders.items())
+        if order.get("status") not in expected.settled_statuses
+    ]
+    return _check("settled", "every order reached a settled status", stuck)
+
+
+def no_line_overshipped(facts: Facts, expected: Expected) -> Check:
+    broken = []
+    for order_id, order in sorted(facts.orders.items()):
+        ordered: dict[str, int] = defaultdict(int)
+        for line in order.get("lines", []):
+            ordered[line["sku"]] += line["ordered"]
+            if line.get("shipped", 0) > line["ordered"]:
+                broken.append((order_id, f"overshipped: {order_id} {line['sku']} line shipped {line['shipped']} "
+                                         f"of {line['ordered']} ordered"))
+        for sku, qty in sorted(_shipped_by_sku(order).items()):
+            if qty > ordered.get(sku, 0):
+                broken.append((order_id, f"overshipped: {order_id} {sku} shipments carry {qty} "
+                                         f"of {ordered.get(sku, 0)} ordered"))
+    return _check("no_overship", "no order line shipped more than ordered", broken)
+
+
+def _shipped_by_sku(order: Mapping[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for shipment in order.get("shipments", []):
+        for line in shipment["lines"]:
+            out[line["sku"]] += line["qty"]
+    return out
+
+
+def lines_accounted(facts: Facts, expected: Expected) -> Check:
+    broken = [
+        (order_id, f"line accounting: {order_id} {line['sku']} {line}")
+        for order_id, order in sorted(facts.orders.items())
+        for line in order.get("lines", [])
+        if line["ordered"] != line["shipped"] + line["cancelled"] + line["open"]
+    ]
+    return _check("lines_accounted", "ordered = shipped + cancelled + open on every line", broken)
+
+
+# ---------------------------------------------------------------- stock
+
+
+def no_oversell(facts: Facts, expected: Expected) -> Check:
+    broken = []
+    for location, sku, pos in _positions(facts.stock):
+        where = f"{sku}@{location}"
+        if pos["on_hand"] < 0:
+            broken.append((where, f"no oversell: {where} on hand {pos['on_hand']} < 0"))
+        if pos["reserved"] > max(0, pos["on_hand"] - pos.get("safety_stock", 0)):
+            broken.append((where, f"no oversell: {where} reserved {pos['reserved']} > on hand - safety"))
+    return _check("no_oversell", "no SKU oversold at any location", broken)
+
+
+def open_holds(events: Iterable[Message]) -> dict[StockKey, int]:
+    """Units held on hand per position by the reservations still open, folded from the ledger's events.
+
+    A reservation's first ``StockReserved`` decides whether it holds on hand or waits on supply (later ones
+    only move a backorder's promise, or repeat the decision); ``BackorderFilled`` moves a waiting one on
+    hand; consumed, released and expired end it.
+    """
+    holds: dict[str, tuple[StockKey, int, bool]] = {}  # reservation -> (position, qty, on hand)
+    ended: set[str] = set()
+    for event in events:
+        rid = getattr(event, "reservation_id", "")
+        if rid in ended:
+            continue
+        if isinstance(event, StockReserved) and rid not in holds:
+            holds[rid] = ((event.location, event.sku), event.qty, event.against_supply is None)
+        elif isinstance(event, BackorderFilled) and rid in holds:
+            holds[rid] = ((event.location, event.sku), event.qty, True)
+        elif isinstance(event, ReservationConsumed | ReservationReleased | ReservationExpired | ReservationRefused):
+            ended.add(rid)
+            holds.pop(rid, None)
+    out: dict[StockKey, int] = defaultdict(int)
+    for key, qty, on_hand in holds.values():
+        if on_hand:
+            out[key] += qty
+    return dict(out)
+
+
+def reserved_equals_open_holds(facts: Facts, expected: Expected) -> Check:
+    title = "reserved equals the sum of open holds"
+    if facts.reservation_events is None:
+        return Check("reserved_matches_holds", title)
+    holds = open_holds(facts.reservation_events)
+    keys = sorted({(loc, sku) for loc, sku, _ in _positions(facts.stock)} | set(holds))
+    broken = []
+    for location, sku in keys:
+        reserved = facts.stock.get(location, {}).get(sku, {}).get("reserved", 0)
+        if reserved != holds.get((location, sku), 0):
+            where = f"{sku}@{location}"
+            broken.append((where, f"holds: {where} reserves {reserved} but its open holds sum to "
+                                  f"{holds.get((location, sku), 0)}"))
+    return _check("reserved_matches_holds", title, broken)
+
+
+def reservations_ended(facts: Facts, expected: Expected) -> Check:
+    title = "no stock reserved once every order is over"
+    if any(o.get("status") not in TERMINAL_STATUSES for o in facts.orders.values()):
+        return Check("reservations_ended", title)
+    broken = [
+        (f"{sku}@{location}", f"reservations: {sku}@{location} still reserves {pos['reserved']} "
+                              "with every order settled")
+        for location, sku, pos in _positions(facts.stock)
+        if pos["reserved"]
+    ]
+    return _check("reservations_ended", title, broken)
+
+
+def distinct_movements(movements: Iterable[StockMoved]) -> list[StockMoved]:
+    """The movements without their re-deliveries (same movement, same result: one effect)."""
+    seen: dict[tuple[str, int], StockMoved] = {}
+    for moved in movements:
+        seen.setdefault((moved.movement_id, moved.on_hand_after), moved)
+    return list(seen.values())
+
+
+def shipped_once(facts: Facts, expected: Expected) -> Check:
+    """On hand dropped by exactly the units the orders' shipments carried, per position."""
+    title = "on hand moved exactly once per shipped unit"
+    if facts.movements is None:
+        return Check("shipped_once", title)
+    moved: dict[StockKey, int] = defaultdict(int)
+    for movement in distinct_movements(facts.movements):
+        if movement.kind == "shipped":
+            moved[(movement.location, movement.sku)] -= movement.delta
+    shipped: dict[StockKey, int] = defaultdict(int)
+    for order in facts.orders.values():
+        for shipment in order.get("shipments", []):
+            for line in shipment["lines"]:
+                shipped[(shipment["location"], line["sku"])] += line["qty"]
+    broken = [
+        (f"{sku}@{location}", f"shipped once: {sku}@{location} on hand dropped {moved.get((location, sku), 0)} "
+                              f"for {shipped.get((location, sku), 0)} shipped")
+        for location, sku in sorted(set(moved) | set(shipped))
+        if moved.get((location, sku), 0) != shipped.get((location, sku), 0)
+    ]
+    return _check("shipped_once", title, broken)
+
+
+def no_double_effect(facts: Facts, expected: Expected) -> Check:
+    """No cause moved stock twice: one movement id never carries two different results."""
+    title = "no stock movement applied twice"
+    results: dict[str, set[int]] = defaultdict(set)
+    for movement in distinct_movements(facts.movements or ()):
+        results[movement.movement_id].add(movement.on_hand_after)
+    by_id = {m.movement_id: m for m in facts.movements or ()}
+    broken = [
+        (f"{by_id[mid].sku}@{by_id[mid].location}",
+         f"double effect: {by_id[mid].kind} {by_id[mid].sku}@{by_id[mid].location} caused by "
+         f"{by_id[mid].cause_id} applied {len(afters)} times")
+        for mid, afters in sorted(results.items())
+        if len(afters) > 1
+    ]
+    return _check("no_double_effect", title, broken)
+
+
+def stock_conserved(facts: Facts, expected: Expected) -> Check:
+    """on hand = initial + received - shipped (as the orders' shipments say) + restocked +- adjustments."""
+    wanted: dict[StockKey, int] = defaultdict(int)
+    for key, qty in (expected.initial_stock or {}).items():
+        wanted[key] += qty
+    for key, delta in other_movements(facts.movements or (), expected).items():
+        wanted[key] += delta
+    for order in facts.orders.values():
+        for shipment in order.get("shipments", []):
+            for line in shipment["lines"]:
+                wanted[(shipment["location"], line["sku"])] -= line["qty"]
+    for location, sku, _ in _positions(facts.stock):
+        wanted.setdefault((location, sku), 0)
+    broken = []
+    for (location, sku), qty in sorted(wanted.items()):
+        actual = facts.stock.get(location, {}).get(sku, {}).get("on_hand", 0)
+        if actual != qty:
+            broken.append((f"{sku}@{location}", f"conservation: {sku}@{location} on hand {actual}, expected {qty} "
+                                                "(initial + received - shipped +- adjustments)"))
+    return _check("conservation", "stock conserved", broken)
+
+
+def other_movements(movements: Iterable[StockMoved], expected: Expected) -> dict[StockKey, int]:
+    """Net on-hand changes besides shipments (and besides the initial load when ``expected`` gives it)."""
+    out: dict[StockKey, int] = defaultdict(int)
+    for moved in distinct_movements(movements):
+        initial = expected.initial_stock is not None and expected.initial_cause_prefix is not None and \
+            moved.cause_id.startswith(expected.initial_cause_prefix)
+        if moved.kind != "shipped" and not initial:
+            out[(moved.location, moved.sku)] += moved.delta
+    return dict(out)
+
+
+# ---------------------------------------------------------------- from a namespace's topics and read model
+
+
+async def check_invariants_from_topics(
+    settings: Settings,
+    scenario_or_expected: Scenario | Expected,
+    *,
+    orders: Orders | None = None,
+    stock: Stock | None = None,
+) -> InvariantReport:
+    """Check a run from what its topics and read model hold; ``orders``/``stock`` when already read."""
+    expected = scenario_or_expected if isinstance(scenario_or_expected, Expected) else \
+        Expected.from_scenario(scenario_or_expected, settings.namespace)
+    return check_invariants(await gather_facts(settings, expected, orders=orders, stock=stock), expected)
+
+
+async def gather_facts(
+    settings: Settings, expected: Expected, *, orders: Orders | None = None, stock: Stock | None = None
+) -> Facts:
+    read_model = ReadModel(settings.redis_url, settings.namespace)
+    try:
+        if orders is None:
+            views = await read_model.read_orders(list(expected.order_ids))
+            orders = {oid: view or {"status": "unknown", "lines": [], "shipments": []} for oid, view in views.items()}
+        if stock is None:
+            stock = read_stock(await read_model.read_availability(expected.skus or await read_model.all_skus()))
+    finally:
+        await read_model.close()
+    reservations = await _messages(settings, full_topic_name(settings, INVENTORY_RESERVATIONS), RESERVATION_EVENTS)
+    movements = await _messages(settings, full_topic_name(settings, INVENTORY_MOVEMENTS), (StockMoved,))
+    return Facts(orders, stock, reservations, [m for m in movements if isinstance(m, StockMoved)])
+
+
+def read_stock(docs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, int]]]:
+    """Availability documents (SKU -> location -> doc) as positions (location -> SKU -> figures)."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for sku, locations in sorted(docs.items()):
+        for location, doc in sorted(locations.items()):
+            out.setdefault(location, {})[sku] = {
+                k: int(doc.get(k, 0)) for k in ("on_hand", "reserved", "available", "incoming", "safety_stock")
+            }
+    return out
+
+
+async def _messages(settings: Settings, topic: str, kinds: Sequence[type[Message]]) -> list[Message]:
+    by_type = {kind.event_type: kind for kind in kinds}
+    out = []
+    for envelope, _ in await read_topic(settings, topic):
+        if envelope is not None and envelope.type in by_type:
+            out.append(by_type[envelope.type].model_validate(envelope.data))
+    return out
