@@ -1,0 +1,245 @@
+"""The orchestrator's adapter on the processing model, driven in memory: what a batch puts in the stores, what it
+sends, what reaches the read model after the commit, deadlines and capacity across commits and roll-backs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.base import Message
+from schemas.envelope import decode, encode, envelope_for
+from schemas.inventory import AvailabilityChanged, StockReserved
+from schemas.network import Location, LocationConfigured
+from schemas.orders import OrderLine, OrderPlaced, ShipTo
+from schemas.topics import INVENTORY_RESERVATIONS, ORDERS_INBOUND
+from services.orchestrator.app import CAPACITY, ORDERS, Orchestrator
+from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
+from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name, spec_named
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+SETTINGS = Settings(namespace="unit")
+
+
+class FakeReadModel:
+    """The read model's order writes, recorded per call (one call = one Redis pipeline)."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[dict[str, Any]]] = []
+
+    async def write_orders(self, views: Iterable[Mapping[str, Any]]) -> None:
+        self.writes.append([dict(v) for v in views])
+
+    async def close(self) -> None:
+        pass
+
+
+class Driver:
+    """One task of the orchestrator, its stores and batches, as the engine would run them (minus Kafka)."""
+
+    def __init__(self, service: Orchestrator, task: int = 0) -> None:
+        self.service = service
+        self.stores: dict[str, Store[Any]] = {spec.name: Store(spec) for spec in service.stores}
+        self.ctx = TaskContext(
+            service_source=service.source,
+            task=task,
+            stores=self.stores,
+            topic_name=lambda name, location: full_topic_name(SETTINGS, spec_named(name), location),
+            now=T0,
+        )
+        self.offset = 0
+        self.changelogs: dict[str, list[tuple[str, bytes | None]]] = {}
+
+    def assign(self) -> None:
+        self.service.on_assigned(self.ctx)
+
+    def feed(self, message: Message, topic: str, at: datetime = T0, event_id: str | None = None) -> None:
+        envelope = envelope_for(message, source="tests", correlationid=message.subject(), causationid=None,
+                                event_id=event_id, time=at)
+        raw = encode(envelope)
+        self.offset += 1
+        record = Incoming(SETTINGS.topic(topic), 0, self.offset, message.subject().encode(), raw, 0)
+        parsed_envelope, parsed = decode(raw)
+        self.service.handle(self.ctx, parsed_envelope, parsed, record)
+
+    def commit(self) -> list[Outgoing]:
+        self.changelogs = {name: store.changelog() for name, store in self.stores.items()}
+        for name, store in self.stores.items():
+            store.committed(self.changelogs[name])
+        out, after = self.ctx.take()
+        import asyncio
+
+        async def run_after() -> None:
+            for work in after:
+                await work()
+
+        asyncio.run(run_after())
+        return out
+
+    def roll_back(self) -> None:
+        self.ctx.rolled_back()
+
+    def timer(self, now: datetime) -> None:
+        self.ctx.now = now
+        self.service.on_timer(self.ctx)
+
+
+def sent(out: list[Outgoing], type_name: str) -> list[dict[str, Any]]:
+    found = []
+    for record in out:
+        envelope, _ = decode(record.value)
+        if envelope.type == type_name:
+            found.append(envelope.data)
+    return found
+
+
+def orchestrator(*locations: Location, stock: dict[tuple[str, str], int] | None = None) -> tuple[Orchestrator, Any]:
+    read_model = FakeReadModel()
+    service = Orchestrator(SETTINGS, read_model)  # type: ignore[arg-type]
+    for n, location in enumerate(locations, start=1):
+        service.master.on_message(LocationConfigured(location=location, network_version=n))
+    for n, ((location_id, sku), qty) in enumerate((stock or {}).items(), start=1):
+        service.stock.on_message(AvailabilityChanged(sku=sku, location=location_id, on_hand=qty, reserved=0,
+                                                     safety_stock=0, available=qty, version=n))
+    return service, read_model
+
+
+def warehouse(location_id: str, lat: float, daily_capacity: int | None = None) -> Location:
+    return Location(id=location_id, kind="warehouse", lat=lat, lon=2.35, daily_capacity=daily_capacity)
+
+
+def placed(order_id: str, sku: str = "TEE", qty: int = 1) -> OrderPlaced:
+    return OrderPlaced(order_id=order_id, channel="web", customer_id="C-1",
+                       lines=[OrderLine(sku=sku, qty=qty, unit_price=10.0)], delivery=ShipTo(lat=48.8, lon=2.3))
+
+
+NEAR, FAR = warehouse("WH-NEAR", 48.86), warehouse("WH-FAR", 43.3)
+
+
+def test_an_order_is_planned_against_the_availability_feed_and_stored_once_per_batch() -> None:
+    service, read_model = orchestrator(NEAR, FAR, stock={("WH-NEAR", "TEE"): 0, ("WH-FAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    assert read_model.writes == []  # nothing reaches Redis before the commit
+    out = driver.commit()
+    [reserve] = sent(out, "inventory.reserve_stock.v1")
+    assert reserve["location"] == "WH-FAR"  # the near warehouse has none in the view
+    assert [key for key, _ in driver.changelogs[ORDERS]] == ["O-1"]
+    assert [[view["order_id"] for view in write] for write in read_model.writes] == [["O-1"]]
+
+
+def test_several_messages_of_one_order_in_a_batch_make_one_changelog_record_and_one_view() -> None:
+    service, read_model = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.feed(placed("O-2"), ORDERS_INBOUND.name)
+    reserve = [r for r in driver.ctx.outgoing if decode(r.value)[0].type == "inventory.reserve_stock.v1"]
+    first = decode(reserve[0].value)[1]
+    driver.feed(StockReserved(reservation_id=first.reservation_id, order_id="O-1", sku="TEE",  # type: ignore[attr-defined]
+                              location="WH-NEAR", qty=1), INVENTORY_RESERVATIONS.name)
+    out = driver.commit()
+    assert sorted(key for key, _ in driver.changelogs[ORDERS]) == ["O-1", "O-2"]
+    [write] = read_model.writes
+    views = {view["order_id"]: view for view in write}
+    assert sorted(views) == ["O-1", "O-2"] and views["O-1"]["status"] == "allocated"
+    assert len(sent(out, "wms.fulfil_order.v1")) == 1
+
+
+def test_a_message_delivered_again_sends_the_same_events_and_changes_no_state() -> None:
+    service, read_model = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name, event_id="evt-1")
+    first = driver.commit()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name, event_id="evt-1")
+    again = driver.commit()
+    assert [decode(r.value)[0].id for r in again] == [decode(r.value)[0].id for r in first]
+    assert driver.changelogs[ORDERS] == []
+    assert len(read_model.writes) == 1
+
+
+def test_a_rolled_back_batch_leaves_no_view_no_state_and_no_deadline() -> None:
+    service, read_model = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.roll_back()
+    driver.commit()
+    assert read_model.writes == [] and driver.changelogs[ORDERS] == []
+    assert service.deadlines[0].due == {}
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)  # the batch again, as the engine re-reads it
+    driver.commit()
+    assert [[v["order_id"] for v in w] for w in read_model.writes] == [["O-1"]]
+    assert "O-1" in service.deadlines[0].due
+
+
+def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that_rolled_back() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.commit()
+    due = service.deadlines[0].due["O-1"].due
+    driver.timer(due - timedelta(seconds=1))
+    assert driver.commit() == []
+    driver.timer(due + timedelta(seconds=1))
+    driver.roll_back()  # the timer's transaction failed
+    driver.timer(due + timedelta(seconds=2))
+    out = driver.commit()
+    [reached] = sent(out, "order.deadline_reached.v1")
+    assert reached["order_id"] == "O-1" and reached["kind"] == "reserve"
+    assert out[0].topic == SETTINGS.topic("orders.timers.v1")
+    driver.timer(due + timedelta(seconds=3))
+    assert driver.commit() == []  # sent and committed: not again while it is being handled
+
+
+def test_deadlines_are_rebuilt_from_the_restored_store() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.commit()
+    changelog = driver.changelogs[ORDERS]
+    restarted, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    fresh = Driver(restarted)
+    for key, raw in changelog:
+        fresh.stores[ORDERS].restore(key, raw)
+    fresh.assign()
+    assert restarted.deadlines[0].due == service.deadlines[0].due
+
+
+def test_a_location_at_its_daily_capacity_is_not_planned_and_the_count_is_committed_with_the_batch() -> None:
+    small = warehouse("WH-NEAR", 48.86, daily_capacity=1)
+    service, _ = orchestrator(small, FAR, stock={("WH-NEAR", "TEE"): 5, ("WH-FAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    [reserve] = sent(driver.commit(), "inventory.reserve_stock.v1")
+    assert reserve["location"] == "WH-NEAR"
+    driver.feed(StockReserved(reservation_id=reserve["reservation_id"], order_id="O-1", sku="TEE",
+                              location="WH-NEAR", qty=1), INVENTORY_RESERVATIONS.name)
+    assert len(sent(driver.commit(), "wms.fulfil_order.v1")) == 1
+    assert driver.changelogs[CAPACITY] == [(f"WH-NEAR@{T0.date().isoformat()}", b"1")]
+    driver.feed(placed("O-2"), ORDERS_INBOUND.name)
+    [second] = sent(driver.commit(), "inventory.reserve_stock.v1")
+    assert second["location"] == "WH-FAR"
+
+
+def test_other_tasks_committed_counts_are_seen_and_next_day_starts_afresh() -> None:
+    small = warehouse("WH-NEAR", 48.86, daily_capacity=1)
+    service, _ = orchestrator(small, FAR, stock={("WH-NEAR", "TEE"): 5, ("WH-FAR", "TEE"): 5})
+    other, mine = Driver(service, task=1), Driver(service, task=0)
+    other.assign()
+    mine.assign()
+    other.feed(placed("O-1"), ORDERS_INBOUND.name)
+    [reserve] = sent(other.commit(), "inventory.reserve_stock.v1")
+    other.feed(StockReserved(reservation_id=reserve["reservation_id"], order_id="O-1", sku="TEE",
+                             location="WH-NEAR", qty=1), INVENTORY_RESERVATIONS.name)
+    other.commit()
+    mine.feed(placed("O-2"), ORDERS_INBOUND.name)
+    assert sent(mine.commit(), "inventory.reserve_stock.v1")[0]["location"] == "WH-FAR"
+    mine.feed(placed("O-3"), ORDERS_INBOUND.name, at=T0 + timedelta(days=1))
+    assert sent(mine.commit(), "inventory.reserve_stock.v1")[0]["location"] == "WH-NEAR"
