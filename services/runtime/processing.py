@@ -125,6 +125,10 @@ class Store(Generic[V]):
         raw = self._committed.get(key)
         return None if raw is None else self.spec.decode(raw)
 
+    def committed_raw_items(self) -> list[tuple[str, bytes]]:
+        """Every key with its bytes as of the last commit, nothing decoded or cached (a fast scan at assignment)."""
+        return list(self._committed.items())
+
     # --- what the engine uses ------------------------------------------------------------------------
     def restore(self, key: str, raw: bytes | None) -> None:
         """Apply one changelog record (None: a tombstone) while the task is restored."""
