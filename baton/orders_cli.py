@@ -25,6 +25,7 @@ from rich.table import Table
 from schemas.topics import ALL_TOPICS, DEAD_LETTERS
 from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
+from services.runtime.replay import existing_topics, topic_partitions
 from services.runtime.settings import Settings
 
 orders_app = typer.Typer(help="Where is my order? Status and story of one order.", no_args_is_help=True)
@@ -113,7 +114,7 @@ async def read_timeline(settings: Settings, correlationid: str) -> list[Timeline
     )
     await consumer.start()
     try:
-        partitions = await catalog_partitions(consumer, settings)
+        partitions = await catalog_partitions(settings)
         collector = _Collector(settings, correlationid)
         await _read_to_end(consumer, partitions, collector)
         return ordered_timeline(collector.entries)
@@ -121,18 +122,17 @@ async def read_timeline(settings: Settings, correlationid: str) -> list[Timeline
         await consumer.stop()
 
 
-async def catalog_partitions(consumer: AIOKafkaConsumer, settings: Settings) -> list[TopicPartition]:
-    """The partitions of the catalog's topics that exist in the namespace (one metadata request)."""
-    cluster = await consumer._client.fetch_all_metadata()
-    existing = set(cluster.topics())
+async def catalog_partitions(settings: Settings) -> list[TopicPartition]:
+    """The partitions of the catalog's topics that exist in the namespace."""
+    existing = await existing_topics(settings)
     locations = namespace_locations(settings, existing)
     names = [
         full_topic_name(settings, spec, location)
         for spec in ALL_TOPICS
         for location in (locations if spec.per_location else [None])
     ]
-    return [TopicPartition(name, p) for name in names if name in existing
-            for p in sorted(cluster.partitions_for_topic(name) or ())]
+    partitions = await topic_partitions(settings, [name for name in names if name in existing])
+    return [TopicPartition(name, p) for name in names for p in partitions.get(name, [])]
 
 
 def namespace_locations(settings: Settings, topics: Iterable[str]) -> list[str]:

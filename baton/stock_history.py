@@ -21,6 +21,7 @@ from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
 from services.inventory.domain.ledger import SkuLedger, rebuild
 from services.runtime.kafka import full_topic_name
+from services.runtime.replay import topic_partitions
 from services.runtime.settings import Settings
 
 LEDGER_TABLE = "ledgers"
@@ -41,9 +42,8 @@ async def read_records(
     )
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = cluster.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        partitions = (await topic_partitions(settings, [topic])).get(topic, [])
+        tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:
             return []
         consumer.assign(tps)

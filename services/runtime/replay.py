@@ -11,12 +11,25 @@ from schemas.envelope import Envelope, InvalidMessage, decode
 from services.runtime.settings import Settings
 
 
+def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+
+
+async def existing_topics(settings: Settings) -> set[str]:
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 async def topic_partitions(settings: Settings, topics: Iterable[str]) -> dict[str, list[int]]:
     """The partition numbers of each topic that exists (missing topics are left out)."""
     wanted = list(topics)
     if not wanted:
         return {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    admin = _admin(settings)
     await admin.start()
     try:
         described = await admin.describe_topics(wanted)
