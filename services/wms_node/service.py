@@ -13,8 +13,7 @@ The timer (``on_timer``) releases due waves and lapsed claims by applying a ``No
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,7 +103,7 @@ class NodeService(StreamService):
         *,
         retain_s: float,
         sink: CommitSink | None = None,
-        follow: Callable[[], Iterable[asyncio.Event]] | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.name = f"wms-{location}"
         self.source = f"baton/wms/{location}"
@@ -114,7 +113,7 @@ class NodeService(StreamService):
         self.master = master
         self.janitor = Janitor(retain_s)
         self.sink = sink or CommitSink()
-        self.follow = follow  # starts the master-data feeds; returns their caught-up events
+        self.on_start = on_start  # starts the master-data feeds (and what else the process runs), until caught up
         self.task_ctx: TaskContext | None = None  # the node's one task, once assigned (read by the HTTP API)
         self._batch: Committed | None = None
         self._batch_callback: AfterCommit | None = None
@@ -126,9 +125,8 @@ class NodeService(StreamService):
         return [self.inbox]
 
     async def start(self) -> None:
-        if self.follow is not None:
-            for caught_up in self.follow():
-                await caught_up.wait()
+        if self.on_start is not None:
+            await self.on_start()
 
     def on_assigned(self, ctx: TaskContext) -> None:
         """Restored: every entity counts as finished from now (janitor), and the views are rebuilt from it."""
