@@ -52,7 +52,7 @@ SERVICE = "orchestrator"
 INBOX = (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS)
 ORDERS = "orders"
 CAPACITY = "capacity"
-REFIRE_AFTER_S = 10.0  # a deadline sent but not yet handled (its transaction aborted?) is sent again after this
+REFIRE_AFTER_S = 10.0  # a deadline sent but still open (its transaction aborted?) is sent again after this
 log = get_logger(__name__)
 
 
@@ -128,7 +128,12 @@ class StockView:
 
 
 class Deadlines:
-    """One task's open deadlines, soonest first, and the ones sent but not yet seen handled."""
+    """One task's open deadlines, soonest first, and the ones sent but not yet seen handled.
+
+    A deadline is marked sent as it is sent, not once its transaction committed: an aborted one is sent again
+    after ``REFIRE_AFTER_S``. Sending twice is harmless (same event id; the saga applies it once); the index is
+    updated from committed states only, so an order's new deadline (or none) ends its re-sending.
+    """
 
     def __init__(self) -> None:
         self.due: dict[str, Deadline] = {}
@@ -148,22 +153,16 @@ class Deadlines:
         heapq.heappush(self.heap, (deadline.due, order_id))
 
     def ripe(self, now: datetime, clock: float) -> list[tuple[str, Deadline]]:
-        """Deadlines due by ``now`` that were not sent, or were sent over ``REFIRE_AFTER_S`` ago."""
+        """Deadlines due by ``now`` that were not sent, or were sent over ``REFIRE_AFTER_S`` ago; marked sent."""
         while self.heap and self.heap[0][0] <= now:
             _, order_id = heapq.heappop(self.heap)
             deadline = self.due.get(order_id)
             if deadline is not None and deadline.due <= now and order_id not in self.sent:
-                self.sent[order_id] = clock - REFIRE_AFTER_S  # ripe now; marked as sent when its commit lands
-        return [
-            (order_id, self.due[order_id])
-            for order_id, at in self.sent.items()
-            if clock - at >= REFIRE_AFTER_S and order_id in self.due
-        ]
-
-    def mark_sent(self, order_ids: list[str], clock: float) -> None:
-        for order_id in order_ids:
-            if order_id in self.sent:
-                self.sent[order_id] = clock
+                self.sent[order_id] = clock - REFIRE_AFTER_S
+        ripe = [(order_id, self.due[order_id]) for order_id, at in self.sent.items() if clock - at >= REFIRE_AFTER_S]
+        for order_id, _ in ripe:
+            self.sent[order_id] = clock
+        return ripe
 
 
 class CapacityUse:
@@ -228,7 +227,6 @@ class Batch:
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     deadlines: dict[str, Deadline | None] = field(default_factory=dict)
     capacity: dict[str, int] = field(default_factory=dict)
-    deadlines_sent: list[str] = field(default_factory=list)
 
 
 class Orchestrator(StreamService):
@@ -240,6 +238,7 @@ class Orchestrator(StreamService):
     def __init__(self, settings: Settings, read_model: ReadModel) -> None:
         self.settings = settings
         self.read_model = read_model
+        self.clock = time.monotonic  # for re-sending deadlines (tests set their own)
         self.master = MasterData()
         self.stock = StockView()
         self.capacity = CapacityUse()
@@ -332,13 +331,12 @@ class Orchestrator(StreamService):
         if self.pruned.get(ctx.task) != yesterday:
             self.capacity.forget_before(ctx, yesterday)
             self.pruned[ctx.task] = yesterday
-        ripe = deadlines.ripe(ctx.now, time.monotonic())
+        ripe = deadlines.ripe(ctx.now, self.clock())
         for order_id, deadline in ripe:
             reached = OrderDeadlineReached(order_id=order_id, kind=deadline.kind, due=deadline.due)
             emit = Emit.to(ORDERS_TIMERS, order_id, reached, f"deadline:{order_id}:{deadline.kind}:{deadline.due}")
             ctx.send([emit], correlationid=order_id, causationid=None)
         if ripe:
-            self.batch(ctx).deadlines_sent.extend(order_id for order_id, _ in ripe)
             log.info("deadlines_reached", task=ctx.task, count=len(ripe))
 
     # --- after the commit -------------------------------------------------------------------------------
@@ -361,7 +359,6 @@ class Orchestrator(StreamService):
         if deadlines is not None:
             for order_id, deadline in batch.deadlines.items():
                 deadlines.track(order_id, deadline)
-            deadlines.mark_sent(batch.deadlines_sent, time.monotonic())
         self.capacity.commit(task, batch.capacity)
         if batch.views:
             await self.read_model.write_orders(batch.views.values())

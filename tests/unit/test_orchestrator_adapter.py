@@ -13,7 +13,8 @@ from schemas.inventory import AvailabilityChanged, StockReserved
 from schemas.network import Location, LocationConfigured
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
 from schemas.topics import INVENTORY_RESERVATIONS, ORDERS_INBOUND
-from services.orchestrator.app import CAPACITY, ORDERS, Orchestrator
+from services.orchestrator.app import CAPACITY, ORDERS, REFIRE_AFTER_S, Orchestrator
+from services.orchestrator.domain.order import Deadline
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name, spec_named
@@ -176,8 +177,10 @@ def test_a_rolled_back_batch_leaves_no_view_no_state_and_no_deadline() -> None:
     assert "O-1" in service.deadlines[0].due
 
 
-def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that_rolled_back() -> None:
+def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_it_is_still_open_later() -> None:
     service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    clock = [100.0]
+    service.clock = lambda: clock[0]
     driver = Driver(service)
     driver.assign()
     driver.feed(placed("O-1"), ORDERS_INBOUND.name)
@@ -186,14 +189,39 @@ def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that
     driver.timer(due - timedelta(seconds=1))
     assert driver.commit() == []
     driver.timer(due + timedelta(seconds=1))
-    driver.roll_back()  # the timer's transaction failed
-    driver.timer(due + timedelta(seconds=2))
     out = driver.commit()
     [reached] = sent(out, "order.deadline_reached.v1")
     assert reached["order_id"] == "O-1" and reached["kind"] == "reserve"
     assert out[0].topic == SETTINGS.topic("orders.timers.v1")
-    driver.timer(due + timedelta(seconds=3))
-    assert driver.commit() == []  # sent and committed: not again while it is being handled
+    clock[0] += 1
+    driver.timer(due + timedelta(seconds=2))
+    assert driver.commit() == []  # sent: not again while it is being handled
+    clock[0] += REFIRE_AFTER_S
+    driver.timer(due + timedelta(seconds=12))
+    driver.roll_back()  # still open after a while (the first send's transaction aborted): sent again
+    clock[0] += REFIRE_AFTER_S
+    driver.timer(due + timedelta(seconds=22))
+    assert len(sent(driver.commit(), "order.deadline_reached.v1")) == 1
+
+
+def test_a_deadline_handled_is_not_sent_again() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    clock = [100.0]
+    service.clock = lambda: clock[0]
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.commit()
+    due = service.deadlines[0].due["O-1"].due
+    driver.timer(due + timedelta(seconds=1))
+    [record] = driver.commit()
+    envelope, message = decode(record.value)
+    driver.service.handle(driver.ctx, envelope, message, Incoming(record.topic, 0, 99, record.key, record.value, 0))
+    driver.commit()
+    assert service.deadlines[0].due.get("O-1") != Deadline(kind="reserve", due=due)
+    clock[0] += 2 * REFIRE_AFTER_S
+    driver.timer(due + timedelta(seconds=30))
+    assert sent(driver.commit(), "order.deadline_reached.v1") == []
 
 
 def test_deadlines_are_rebuilt_from_the_restored_store() -> None:
