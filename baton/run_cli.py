@@ -65,7 +65,7 @@ def run_wms(
     web_port: int | None = typer.Option(None, help="Serve the task queue over HTTP on this port (GET /wms/tasks)."),
 ) -> None:
     """A WMS node for one warehouse or store."""
-    from services.wms_node.app import build
+    from services.wms_node.faust_app import build
 
     settings = _settings(namespace)
     _start(build(settings, location, auto, web_port), f"wms-{location}", settings, location)
