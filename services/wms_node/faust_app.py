@@ -1,4 +1,5 @@
-"""(faust, until the engine runs the node: see app.py) A WMS node: one process per location. Its inbox (one partition) holds requests, deliveries, workers' claims
+"""(faust, until the engine runs the node: see app.py)
+A WMS node: one process per location. Its inbox (one partition) holds requests, deliveries, workers' claims
 and confirmations and its own timer's ticks; its tasks go to the location's task topic.
 
 The agent parses, builds the context (time of the message, the location's master data, SKU weights and
@@ -38,10 +39,10 @@ from services.wms_node.domain.node import WORKER_COMMANDS, Node, primary_key, sk
 from services.wms_node.domain.waves import next_due_at
 from services.wms_node.domain.work import Context, SiteInfo, SkuData
 from services.wms_node.domain.workers import AutoWorker, WorkerBehaviour, behaviour_for
+from services.wms_node.faust_web import attach_web
 from services.wms_node.janitor import Janitor
 from services.wms_node.store import UndoStore
 from services.wms_node.views import NodeViews, ViewWriter, reply_of
-from services.wms_node.faust_web import attach_web
 
 log = get_logger(__name__)
 TICK_EVERY_S = 0.2

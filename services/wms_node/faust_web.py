@@ -1,4 +1,5 @@
-"""(faust, until the engine runs the node: see app.py) The node's HTTP API (faust web, when the node runs with a web port): its queue, claims, confirmations, stock
+"""(faust, until the engine runs the node: see app.py)
+The node's HTTP API (faust web, when the node runs with a web port): its queue, claims, confirmations, stock
 per bin and the slotting proposal. Commands go through the node's inbox like any worker's; the handler waits
 for the node's decision. Nothing here writes the table.
 
