@@ -69,6 +69,7 @@ class ServiceSet:
     locations: list[str]
     auto_workers: bool = True
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    worker_config: str | None = None  # the simulated workers' behaviour the services were started with
 
     def __post_init__(self) -> None:
         logs = self.settings.home / "runs" / self.settings.namespace
@@ -93,12 +94,21 @@ class ServiceSet:
         return env
 
     def start(self, worker_config: str | None = None) -> None:
+        self.worker_config = worker_config
         env = self.env(worker_config)
         for service in self.services.values():
             service.start(env)
 
     def restart(self, name: str, worker_config: str | None = None) -> None:
         self.services[name].start(self.env(worker_config))
+
+    def kill_and_restart(self, name: str) -> float:
+        """kill -9 a service and start it again at once, as a supervisor would; returns when it died (epoch s)."""
+        service = self.services[name]
+        service.kill9()
+        killed_at = time.time()
+        service.start(self.env(self.worker_config))
+        return killed_at
 
     async def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Every service has sent a heartbeat since it started (its faust app is running)."""
