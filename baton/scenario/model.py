@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.base import Capability, Channel, LocationId, LocationKind, Sku
 from schemas.orders import Delivery, OrderLine, ReturnLine
@@ -104,7 +104,33 @@ class ReturnStep(Strict):
     condition: Literal["sellable", "damaged", "defective"] = "sellable"
 
 
-Step = Annotated[OrderPlacedStep | CancelStep | CollectedStep | ReturnStep, Field(discriminator="type")]
+class ServiceKilledStep(Strict):
+    """Not a message: the runner kills the service (kill -9) and restarts it at once, as a supervisor would."""
+
+    at_s: float = Field(default=0, ge=0)
+    type: Literal["service.killed"]
+    service: str  # orchestrator | inventory | wms:LOCATION
+
+    @field_validator("service")
+    @classmethod
+    def _known_service(cls, value: str) -> str:
+        if value in ("orchestrator", "inventory") or (value.startswith("wms:") and len(value) > len("wms:")):
+            return value
+        raise ValueError(f"unknown service {value!r}: give orchestrator, inventory or wms:LOCATION")
+
+    @property
+    def location(self) -> str | None:
+        return self.service.split(":", 1)[1] if self.service.startswith("wms:") else None
+
+    @property
+    def process(self) -> str:
+        """The process to kill, as the runner names it (orchestrator, inventory, wms-LOCATION)."""
+        return f"wms-{self.location}" if self.location else self.service
+
+
+Step = Annotated[
+    OrderPlacedStep | CancelStep | CollectedStep | ReturnStep | ServiceKilledStep, Field(discriminator="type")
+]
 
 
 class Generate(Strict):
@@ -159,6 +185,9 @@ class Scenario(Strict):
                     raise ValueError(f"{section}[{i}].sku: unknown sku {row.sku!r}")
         for i, row in enumerate(self.supply):
             _check_eta(f"supply[{i}].eta", row.eta)
+        for i, step in enumerate(self.events):
+            if isinstance(step, ServiceKilledStep) and step.location and step.location not in locations:
+                raise ValueError(f"events[{i}].service: unknown location {step.location!r} in {step.service!r}")
         if self.rules:
             from services.orchestrator.domain.rules import RuleSetError, parse_rule_set
 

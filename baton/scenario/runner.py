@@ -30,6 +30,7 @@ from baton.scenario.model import (
     OrderPlacedStep,
     ReturnStep,
     Scenario,
+    ServiceKilledStep,
     Step,
     supply_arrivals,
 )
@@ -109,6 +110,7 @@ class ScenarioRun:
         self.locations = [loc.id for loc in scenario.locations]
         self.services = ServiceSet(settings, self.locations)
         self.read_model = ReadModel(settings.redis_url, settings.namespace)
+        self.kills: list[dict[str, Any]] = []  # the service.killed steps played: service, seconds into the run
 
     def _progress(self, phase: str, done: int, total: int) -> None:
         if self.options.progress:
@@ -195,11 +197,20 @@ class ScenarioRun:
             if delay > 0:
                 await publisher.flush()
                 await asyncio.sleep(delay)
-            await self._publish_step(publisher, step)
+            if isinstance(step, ServiceKilledStep):
+                await self._kill(publisher, step, time.monotonic() - t0)
+            else:
+                await self._publish_step(publisher, step)
             if n % 50 == 0 or n == len(self.steps):
                 self._progress("publishing", n, len(self.steps))
         await publisher.flush()
         return await self._wait_settled(started)
+
+    async def _kill(self, publisher: Publisher, step: ServiceKilledStep, at_s: float) -> None:
+        """kill -9 the service and restart it at once; what the timeline published before it is sent first."""
+        await publisher.flush()
+        self.services.kill_and_restart(step.process)
+        self.kills.append({"service": step.service, "at_s": round(at_s, 2)})
 
     async def _publish_step(self, publisher: Publisher, step: Step | ArrivalStep) -> None:
         match step:
@@ -266,6 +277,7 @@ class ScenarioRun:
             "stock": stock,
             "dead_letters": await count_messages(self.settings, full_topic_name(self.settings, DEAD_LETTERS)),
             "invariants": invariants.summary(),
+            **({"kills": self.kills} if self.kills else {}),
         }
 
     async def _stock(self) -> dict[str, dict[str, dict[str, int]]]:

@@ -18,6 +18,7 @@ from baton.scenario.model import (
     ReturnStep,
     Scenario,
     ScenarioError,
+    ServiceKilledStep,
     load_scenario,
     parse_scenario,
 )
@@ -353,3 +354,40 @@ def test_generation_is_reproducible_for_any_seed(seed: int, orders: int) -> None
     first = generated_orders(generating(orders=orders, seed=seed))
     assert first == generated_orders(generating(orders=orders, seed=seed))
     assert len(first) == orders
+
+
+# ---------------------------------------------------------------- service.killed
+
+
+def killing(*services: str) -> dict[str, Any]:
+    return doc(events=[{"at_s": n + 1, "type": "service.killed", "service": s} for n, s in enumerate(services)])
+
+
+def test_service_killed_steps_name_the_process_to_kill() -> None:
+    scenario = parse_scenario(killing("orchestrator", "inventory", "wms:ST-LYO"))
+    steps = [s for s in scenario.events if isinstance(s, ServiceKilledStep)]
+    assert [(s.at_s, s.process) for s in steps] == [(1, "orchestrator"), (2, "inventory"), (3, "wms-ST-LYO")]
+    assert steps[2].location == "ST-LYO" and steps[0].location is None
+
+
+@pytest.mark.parametrize("service", ["redis", "wms", "wms:", "WMS:WH-PAR", ""])
+def test_an_unknown_service_is_an_invalid_file_naming_the_field(service: str) -> None:
+    with pytest.raises(ScenarioError, match=r"events\.0\.service\.killed\.service: .*unknown service"):
+        parse_scenario(killing(service))
+
+
+def test_killing_the_node_of_an_unknown_location_is_an_invalid_file() -> None:
+    with pytest.raises(ScenarioError, match=r"events\[1\]\.service: unknown location 'WH-NOWHERE'"):
+        parse_scenario(killing("inventory", "wms:WH-NOWHERE"))
+
+
+def test_a_service_killed_step_takes_no_other_field() -> None:
+    document = doc(events=[{"at_s": 1, "type": "service.killed", "service": "inventory", "signal": "TERM"}])
+    with pytest.raises(ScenarioError, match="signal"):
+        parse_scenario(document)
+
+
+def test_the_kill_scenario_file_is_valid() -> None:
+    scenario = load_scenario(Path(__file__).parents[1] / "scenarios" / "kill_mid_flow.yaml")
+    killed = [s.service for s in scenario.events if isinstance(s, ServiceKilledStep)]
+    assert killed == ["orchestrator", "inventory", "wms:WH-PAR"]
