@@ -59,7 +59,8 @@ class BatchViews:
     """What one batch of a task changed, for the views updated once it committed."""
 
     ledgers: dict[str, SkuLedger] = field(default_factory=dict)
-    availability: list[AvailabilityChanged] = field(default_factory=list)
+    availability: dict[tuple[str, str], AvailabilityChanged] = field(default_factory=dict)
+    availability_sent_at: dict[tuple[str, str], int] = field(default_factory=dict)  # index in ctx.outgoing
 
 
 class InventoryService(StreamService):
@@ -123,10 +124,24 @@ class InventoryService(StreamService):
         ledger = store.get(sku) or SkuLedger(sku=sku)
         emits = ledger.apply(message, envelope.id)
         store.put(sku, ledger)
-        ctx.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
         views = self.batch_views(ctx)
         views.ledgers[sku] = ledger
-        views.availability.extend(e.message for e in emits if isinstance(e.message, AvailabilityChanged))
+        for emit in emits:
+            ctx.send([emit], correlationid=envelope.correlationid, causationid=envelope.id)
+            if isinstance(emit.message, AvailabilityChanged):
+                self.keep_latest_availability(ctx, views, emit.message)
+
+    @staticmethod
+    def keep_latest_availability(ctx: TaskContext, views: BatchViews, change: AvailabilityChanged) -> None:
+        """One ``AvailabilityChanged`` per position per batch: the topic is compacted and the read model keeps
+        the newest, so a later change in the same transaction takes the place of the earlier record."""
+        position = (change.sku, change.location)
+        views.availability[position] = change
+        earlier = views.availability_sent_at.get(position)
+        if earlier is None:
+            views.availability_sent_at[position] = len(ctx.outgoing) - 1
+        else:
+            ctx.outgoing[earlier] = ctx.outgoing.pop()
 
     def on_timer(self, ctx: TaskContext) -> None:
         expiries = self.expiries.get(ctx.task)
@@ -156,7 +171,7 @@ class InventoryService(StreamService):
         if expiries is not None:
             for ledger in views.ledgers.values():
                 expiries.track(ledger)
-        self.writer.offer(views.availability)
+        self.writer.offer(views.availability.values())
 
     # --- reads ------------------------------------------------------------------------------------------
     def committed_ledger(self, sku: str) -> SkuLedger | None:

@@ -122,6 +122,20 @@ def test_a_batch_writes_each_ledger_once_and_sends_what_the_ledger_emitted(drive
     assert set(latest) == {("A", "W"), ("B", "W")} and latest[("A", "W")].reserved == 3
 
 
+def test_a_batch_publishes_one_availability_per_position_the_newest(driver: Driver) -> None:
+    out = driver.batch(
+        CountStock(count_id="c1", sku="A", location="W", qty=5),
+        ReserveStock(reservation_id="R1", order_id="O1", sku="A", location="W", qty=2),
+        CountStock(count_id="c2", sku="B", location="W", qty=1),
+        ReserveStock(reservation_id="R2", order_id="O2", sku="A", location="W", qty=1),
+    )
+    published = [orjson.loads(o.value or b"") for o in out if o.topic == "ns.inventory.availability.v1"]
+    assert sorted((p["data"]["sku"], p["data"]["reserved"], p["data"]["version"]) for p in published) == [
+        ("A", 3, 3), ("B", 0, 1)]
+    others = [o for o in out if o.topic != "ns.inventory.availability.v1"]
+    assert len(others) == 4  # 2 counts moved stock, 2 reservations decided: nothing else was dropped
+
+
 def test_a_command_sent_twice_changes_nothing_and_resends_the_same_events(driver: Driver) -> None:
     driver.batch(CountStock(count_id="c1", sku="A", location="W", qty=5))
     reserve = ReserveStock(reservation_id="R1", order_id="O1", sku="A", location="W", qty=2)
