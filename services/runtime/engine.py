@@ -1,0 +1,546 @@
+"""The Kafka engine of the processing model (``services.runtime.processing``): Kafka Streams' exactly-once.
+
+One consumer per process (read committed, no auto-commit) subscribes to the service's co-partitioned inputs;
+the ``TaskAssignor`` gives partition i of every input to the member owning task i. Each task owned here has
+its own transactional producer (``{group}-task-{i}``: a new owner of the task fences the old one) and its
+stores, restored from their changelog partitions i. A batch of a task's records is applied through the
+service's ``handle`` in offset order, then its changelog records, every record sent and the consumed offsets
+are written in one transaction. Only a committed transaction makes the stores' changes their truth and runs
+the after-commit work; anything else rolls the task back to its last commit and re-reads from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    TransactionCoordinatorFenced,
+)
+
+from schemas.base import Message
+from schemas.envelope import Envelope, InvalidMessage, decode, encode, envelope_for
+from schemas.network import DeadLettered
+from schemas.topics import DEAD_LETTERS
+from services.runtime.assignor import TaskAssignor
+from services.runtime.logs import get_logger
+from services.runtime.processing import AfterCommit, Incoming, Outgoing, Store, StreamService, TaskContext
+from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name, spec_named
+
+log = get_logger(__name__)
+
+FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+
+
+def changelog_topic(settings: Settings, service_name: str, store: str) -> str:
+    return f"{settings.namespace}.{service_name}-{store}-changelog"
+
+
+@dataclass
+class EngineConfig:
+    """Tuning of the loop and its producers (defaults measured in docs/decisions/0001-processing.md)."""
+
+    max_records: int = 2000
+    poll_timeout_ms: int = 100
+    linger_ms: int = 5
+    max_batch_size: int = 512 * 1024
+    compression_type: str | None = "lz4"
+    session_timeout_ms: int = 8000
+    heartbeat_interval_ms: int = 1000
+    retry_backoff_s: float = 0.5
+
+
+@dataclass
+class EngineStats:
+    """What the engine did, for logs and measurements."""
+
+    inputs: int = 0
+    records_written: int = 0
+    changelog_records: int = 0
+    transactions: int = 0
+    aborted: int = 0
+    dead_lettered: int = 0
+    restore_seconds: float = 0.0
+    restored_records: int = 0
+
+
+@dataclass
+class Task:
+    """Task i owned by this process: its producer, stores (in the context) and where its inputs stand."""
+
+    id: int
+    producer: AIOKafkaProducer
+    ctx: TaskContext
+    inputs: list[TopicPartition]
+    committed: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read, as of the last commit
+    next: dict[TopicPartition, int] = field(default_factory=dict)  # next offset expected, batch included
+    changelog_next: dict[str, int] = field(default_factory=dict)  # store -> offset after its last known record
+
+
+@dataclass
+class Suspended:
+    """A task's stores kept after a revocation: if it comes back, only the changelog's tail is read again."""
+
+    stores: dict[str, Store[Any]]
+    changelog_next: dict[str, int]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.engine.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.engine.assign(assigned)
+
+
+class Engine:
+    """Runs one ``StreamService`` on Kafka with transactions per task. ``run()`` until ``stop()``."""
+
+    def __init__(self, service: StreamService, settings: Settings, config: EngineConfig | None = None) -> None:
+        self.service = service
+        self.settings = settings
+        self.config = config or EngineConfig()
+        self.group = settings.group(service.name)
+        self.stats = EngineStats()
+        self.tasks: dict[int, Task] = {}
+        self.suspended: dict[int, Suspended] = {}
+        self.lock = asyncio.Lock()  # a batch (apply + commit) and a rebalance never overlap
+        self.stopping = asyncio.Event()
+        self.started = asyncio.Event()  # the first assignment is done (tasks restored)
+        self.failure: BaseException | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self._after: asyncio.Queue[AfterCommit | None] = asyncio.Queue()
+        self._after_worker: asyncio.Task[None] | None = None
+        self._partitions = 0
+        self.generation = 0  # bumped by every rebalance
+        self._dead_letter_topic = settings.topic(DEAD_LETTERS.name)
+
+    # --- life cycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._ensure_changelogs()
+        self._after_worker = asyncio.create_task(self._run_after_commit())
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group,
+            client_id=f"{self.group}-consumer",
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(TaskAssignor,),
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.consumer.subscribe(self.service.inputs(), listener=_Rebalance(self))
+        await self.consumer.start()
+
+    async def run(self) -> None:
+        """The loop: batches of records per task, each task's batch committed in its own transaction."""
+        if self.consumer is None:
+            await self.start()
+        assert self.consumer is not None
+        interval = max(self.service.timer_interval_s, 0.01)
+        next_timer = time.monotonic() + interval
+        poll_ms = min(self.config.poll_timeout_ms, int(interval * 1000))
+        try:
+            while not self.stopping.is_set():
+                if self.failure is not None:
+                    raise self.failure
+                generation = self.generation
+                records = await self.consumer.getmany(timeout_ms=poll_ms, max_records=self.config.max_records)
+                async with self.lock:
+                    # records fetched before a rebalance may not follow on from the offsets the tasks were
+                    # reset to: drop them, the tasks read again from their committed offsets
+                    if records and generation == self.generation:
+                        await self._process(records)
+                    if time.monotonic() >= next_timer:
+                        next_timer = time.monotonic() + interval
+                        await self._run_timers()
+        finally:
+            await self._close()
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit, close producers and leave the group."""
+        self.stopping.set()
+
+    async def _close(self) -> None:
+        async with self.lock:
+            for task_id in list(self.tasks):
+                await self._drop_task(task_id, keep=False)
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self._after.put(None)
+        if self._after_worker is not None:
+            try:
+                await asyncio.wait_for(self._after_worker, timeout=10)
+            except TimeoutError:
+                log.warning("after_commit_unfinished")
+        log.info("engine_stopped", **self.stats.__dict__)
+
+    async def _ensure_changelogs(self) -> None:
+        """Each store's compacted changelog, with as many partitions as the inputs (one per task)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=30000)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(self.service.inputs())
+            counts = {d["topic"]: len(d["partitions"]) for d in described if d.get("partitions")}
+            if len(set(counts.values())) != 1 or len(counts) != len(self.service.inputs()):
+                raise RuntimeError(f"inputs of {self.service.name} are not co-partitioned (or missing): {counts}")
+            self._partitions = next(iter(counts.values()))
+            existing = set(await admin.list_topics())
+            for spec in self.service.stores:
+                name = changelog_topic(self.settings, self.service.name, spec.name)
+                if name in existing:
+                    continue
+                topic = NewTopic(
+                    name, self._partitions, self.settings.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([topic])
+        finally:
+            await admin.close()
+
+    # --- rebalances --------------------------------------------------------------------------------------
+    async def assign(self, assigned: Iterable[TopicPartition]) -> None:
+        wanted = sorted({tp.partition for tp in assigned})
+        async with self.lock:
+            self.generation += 1
+            for task_id in [t for t in self.suspended if t not in wanted]:
+                del self.suspended[task_id]  # another member owns it now: our copy would go stale
+            try:
+                opened = await asyncio.gather(*(self._open_task(t) for t in wanted if t not in self.tasks))
+            except Exception as exc:  # aiokafka only logs a listener's error: make the loop fail instead
+                log.error("task_open_failed", error=repr(exc), trace=traceback.format_exc(limit=8))
+                self.failure = exc
+                return
+            for task in opened:
+                self.tasks[task.id] = task
+        log.info("tasks_assigned", tasks=sorted(self.tasks))
+        self.started.set()
+
+    async def revoke(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.lock:  # waits for the batch in flight: it is committed (or aborted) before we let go
+            self.generation += 1
+            for task_id in sorted({tp.partition for tp in revoked}):
+                if task_id in self.tasks:
+                    await self._drop_task(task_id, keep=True)
+
+    async def _open_task(self, task_id: int) -> Task:
+        assert self.consumer is not None
+        producer = await self._new_producer(task_id)
+        kept = self.suspended.pop(task_id, None)
+        stores = kept.stores if kept else {spec.name: Store(spec) for spec in self.service.stores}
+        changelog_next = dict(kept.changelog_next) if kept else {}
+        started = time.monotonic()
+        restored = await self._restore(task_id, stores, changelog_next)
+        took = time.monotonic() - started
+        self.stats.restore_seconds += took
+        self.stats.restored_records += restored
+        ctx = TaskContext(
+            service_source=self.service.source, task=task_id, stores=stores, topic_name=self._topic_name
+        )
+        task = Task(task_id, producer, ctx, [TopicPartition(t, task_id) for t in self.service.inputs()])
+        task.changelog_next = changelog_next
+        beginnings = await self.consumer.beginning_offsets(task.inputs)
+        for tp in task.inputs:
+            offset = await self.consumer.committed(tp)
+            start = offset if offset is not None else beginnings[tp]
+            task.committed[tp] = task.next[tp] = start
+            self.consumer.seek(tp, start)
+        self.consumer.resume(*task.inputs)
+        self.service.on_assigned(ctx)
+        log.info(
+            "task_restored", task=task_id, records=restored, seconds=round(took, 3), incremental=kept is not None,
+            offsets={f"{tp.topic}/{tp.partition}": o for tp, o in task.committed.items()},
+        )
+        return task
+
+    async def _new_producer(self, task_id: int) -> AIOKafkaProducer:
+        """The task's transactional producer; once it has its id, any older owner is fenced and its
+        open transaction aborted, so the committed offsets and the changelog read next are final."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"{self.group}-task-{task_id}",
+            transactional_id=f"{self.group}-task-{task_id}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=self.config.linger_ms,
+            compression_type=self.config.compression_type,
+            max_batch_size=self.config.max_batch_size,
+            max_request_size=max(1024 * 1024, self.config.max_batch_size * 2),
+        )
+        await producer.start()
+        try:
+            await producer.begin_transaction()  # waits for the producer id (InitProducerId fences the old owner)
+            await producer.abort_transaction()  # empty: completes locally
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _restore(self, task_id: int, stores: dict[str, Store[Any]], changelog_next: dict[str, int]) -> int:
+        """Read changelog partition ``task_id`` of each store up to its end (from the start, or from where a
+        kept store stood), committed records only."""
+        if not stores:
+            return 0
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            by_tp = {TopicPartition(changelog_topic(self.settings, self.service.name, n), task_id): n for n in stores}
+            consumer.assign(list(by_tp))
+            ends = await consumer.end_offsets(list(by_tp))
+            beginnings = await consumer.beginning_offsets(list(by_tp))
+            pending = set()
+            for tp, name in by_tp.items():
+                start = max(changelog_next.get(name, 0), beginnings[tp])
+                consumer.seek(tp, start)  # explicit offsets: seek_to_beginning's lazy reset raced position()
+                if start < ends[tp]:
+                    pending.add(tp)
+            count = 0
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=500, max_records=20000)
+                for tp, records in batch.items():
+                    store = stores[by_tp[tp]]
+                    for record in records:
+                        if record.key is not None:
+                            store.restore(record.key.decode(), record.value)
+                            count += 1
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+            for tp, name in by_tp.items():
+                changelog_next[name] = ends[tp]
+            return count
+        finally:
+            await consumer.stop()
+
+    async def _drop_task(self, task_id: int, *, keep: bool) -> None:
+        task = self.tasks.pop(task_id)
+        task.ctx.rolled_back()
+        if self.consumer is not None:
+            self.consumer.pause(*[tp for tp in task.inputs if tp in self.consumer.assignment()])
+        try:
+            self.service.on_revoked(task_id)
+        except Exception as exc:
+            log.error("on_revoked_failed", task=task_id, error=repr(exc))
+        try:
+            await task.producer.stop()
+        except Exception as exc:  # a fenced producer may fail to close cleanly; it writes nothing more anyway
+            log.warning("producer_stop_failed", task=task_id, error=repr(exc))
+        if keep:
+            self.suspended[task_id] = Suspended(task.ctx.stores, task.changelog_next)
+        log.info("task_dropped", task=task_id, kept=keep)
+
+    # --- the batch ---------------------------------------------------------------------------------------
+    async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        by_task: dict[int, list[list[ConsumerRecord]]] = {}
+        for tp, batch in records.items():
+            if tp.partition in self.tasks:
+                by_task.setdefault(tp.partition, []).append(batch)
+        now = datetime.now(UTC)
+        work = []
+        for task_id, batches in by_task.items():
+            task = self.tasks[task_id]
+            # offset order within each partition; across the inputs, the oldest head first
+            ordered = list(heapq.merge(*batches, key=lambda r: r.timestamp))
+            offsets, dead = self._apply(task, ordered, now)
+            if offsets or dead or task.ctx.outgoing:
+                work.append(self._commit(task, offsets, dead))
+        if work:
+            await asyncio.gather(*work)
+
+    def _apply(
+        self, task: Task, records: list[ConsumerRecord], now: datetime
+    ) -> tuple[dict[TopicPartition, int], list[Outgoing]]:
+        """Hand each new record to the service; a record it cannot use is dead-lettered, never half-applied."""
+        ctx = task.ctx
+        ctx.now = now
+        applied: list[tuple[Envelope, Message, Incoming]] = []
+        dead: list[Outgoing] = []
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if record.offset < task.next[tp]:
+                continue  # read again after a seek: already in this batch or committed
+            task.next[tp] = offsets[tp] = record.offset + 1
+            incoming = Incoming(
+                record.topic, record.partition, record.offset, record.key, record.value, record.timestamp
+            )
+            self.stats.inputs += 1
+            try:
+                envelope, message = decode(record.value)
+            except InvalidMessage as exc:
+                dead.append(self._dead_letter(incoming, str(exc)))
+                continue
+            try:
+                self.service.handle(ctx, envelope, message, incoming)
+            except Exception as exc:
+                log.error("handler_failed", task=task.id, offset=record.offset, topic=record.topic,
+                          error=repr(exc), trace=traceback.format_exc(limit=8))
+                dead.append(self._dead_letter(incoming, f"handler error on {envelope.type}: {exc!r}"))
+                self._reapply(ctx, applied, dead)
+                continue
+            applied.append((envelope, message, incoming))
+        return offsets, dead
+
+    def _reapply(
+        self, ctx: TaskContext, applied: list[tuple[Envelope, Message, Incoming]], dead: list[Outgoing]
+    ) -> None:
+        """Roll the task back to its last commit and apply the batch's good messages again (handlers are
+        deterministic); one that now fails is dropped from the batch and dead-lettered too."""
+        while True:
+            ctx.rolled_back()
+            for index, (envelope, message, incoming) in enumerate(applied):
+                try:
+                    self.service.handle(ctx, envelope, message, incoming)
+                except Exception as exc:
+                    del applied[index]
+                    dead.append(self._dead_letter(incoming, f"handler error on {envelope.type} (re-applied): {exc!r}"))
+                    break
+            else:
+                return
+
+    def _dead_letter(self, incoming: Incoming, reason: str) -> Outgoing:
+        payload = incoming.value or b""
+        letter = DeadLettered(
+            service=self.service.source or self.service.name,
+            topic=incoming.topic,
+            partition=incoming.partition,
+            offset=incoming.offset,
+            reason=reason,
+            payload=payload.decode("utf-8", errors="replace")[:100_000],
+        )
+        key = f"{incoming.topic}/{incoming.partition}/{incoming.offset}"
+        envelope = envelope_for(
+            letter, source=self.service.source or self.service.name, correlationid=key, causationid=None,
+            event_id=f"dlq:{key}",
+        )
+        self.stats.dead_lettered += 1
+        log.warning("dead_lettered", topic=incoming.topic, offset=incoming.offset, reason=reason[:500])
+        return Outgoing(self._dead_letter_topic, key.encode(), encode(envelope))
+
+    async def _commit(self, task: Task, offsets: dict[TopicPartition, int], dead: list[Outgoing]) -> bool:
+        """One transaction: changelog records, records sent, consumed offsets. True when it committed."""
+        stores = task.ctx.stores
+        changes = {name: store.changelog() for name, store in stores.items()}
+        outgoing, after = task.ctx.take()
+        changelog_of = [name for name, store_changes in changes.items() for _ in store_changes]
+        changelog = [
+            Outgoing(changelog_topic(self.settings, self.service.name, name), key.encode(), raw, task.id)
+            for name, store_changes in changes.items()
+            for key, raw in store_changes
+        ]
+        records = [*changelog, *outgoing, *dead]
+        producer = task.producer
+        try:
+            await producer.begin_transaction()
+            sent = [
+                await producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in records
+            ]
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group)
+            delivered = await asyncio.gather(*sent)  # a record whose delivery failed fails the batch
+            await producer.commit_transaction()
+        except FENCED as exc:
+            log.warning("task_fenced", task=task.id, error=repr(exc))
+            await self._drop_task(task.id, keep=False)
+            return False
+        except Exception as exc:
+            log.error("commit_failed", task=task.id, error=repr(exc), trace=traceback.format_exc(limit=8))
+            await self._abort(task)
+            return False
+        for name, store in stores.items():
+            store.committed(changes[name])
+        for store_name, meta in zip(changelog_of, delivered, strict=False):
+            task.changelog_next[store_name] = max(task.changelog_next.get(store_name, 0), meta.offset + 1)
+        task.committed.update(offsets)
+        self.stats.transactions += 1
+        self.stats.records_written += len(records)
+        self.stats.changelog_records += len(changelog)
+        for work in after:
+            self._after.put_nowait(work)
+        return True
+
+    async def _abort(self, task: Task) -> None:
+        """Discard the batch: abort (or replace a producer that cannot), roll back, read again from the commit."""
+        self.stats.aborted += 1
+        task.ctx.rolled_back()
+        try:
+            await task.producer.abort_transaction()
+        except FENCED:
+            await self._drop_task(task.id, keep=False)
+            return
+        except Exception as exc:
+            log.warning("abort_failed", task=task.id, error=repr(exc))
+            try:
+                await task.producer.stop()
+            except Exception as stop_exc:
+                log.warning("producer_stop_failed", task=task.id, error=repr(stop_exc))
+            task.producer = await self._new_producer(task.id)
+        assert self.consumer is not None
+        for tp, offset in task.committed.items():
+            task.next[tp] = offset
+            self.consumer.seek(tp, offset)
+        await asyncio.sleep(self.config.retry_backoff_s)
+
+    # --- timers and after-commit work -------------------------------------------------------------------
+    async def _run_timers(self) -> None:
+        now = datetime.now(UTC)
+        work = []
+        for task in list(self.tasks.values()):
+            task.ctx.now = now
+            try:
+                self.service.on_timer(task.ctx)
+            except Exception as exc:
+                log.error("timer_failed", task=task.id, error=repr(exc), trace=traceback.format_exc(limit=8))
+                task.ctx.rolled_back()
+                continue
+            if task.ctx.outgoing or any(store.changelog() for store in task.ctx.stores.values()):
+                work.append(self._commit(task, {}, []))
+            else:
+                for work_item in task.ctx.take()[1]:  # after-commit work with nothing to commit: run it now
+                    self._after.put_nowait(work_item)
+                for store in task.ctx.stores.values():
+                    store.committed([])
+        if work:
+            await asyncio.gather(*work)
+
+    async def _run_after_commit(self) -> None:
+        """After-commit work in commit order, in the background: it never blocks the loop nor stops it."""
+        while True:
+            work = await self._after.get()
+            if work is None:
+                return
+            try:
+                await work()
+            except Exception as exc:
+                log.warning("after_commit_failed", error=repr(exc))
+
+    def _topic_name(self, name: str, location: str | None) -> str:
+        return full_topic_name(self.settings, spec_named(name), location)
+
+
+__all__ = ["Engine", "EngineConfig", "EngineStats", "changelog_topic"]

@@ -1,0 +1,112 @@
+"""Runs a ``StreamService`` as a process: JSON logs, topics, the engine, a heartbeat, an optional web app.
+
+SIGTERM (or SIGINT) ends it cleanly: the batch in flight is committed, producers closed, the group left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterable
+
+from aiohttp import web as aioweb
+
+from services.runtime.admin import ensure_topics
+from services.runtime.engine import Engine, EngineConfig
+from services.runtime.logs import configure_logging, get_logger
+from services.runtime.processing import StreamService
+from services.runtime.readmodel import ReadModel
+from services.runtime.settings import Settings
+
+log = get_logger(__name__)
+HEARTBEAT_INTERVAL_S = 2.0
+
+
+async def serve(
+    service: StreamService,
+    settings: Settings,
+    *,
+    web: aioweb.Application | None = None,
+    port: int = 0,
+    locations: Iterable[str] = (),
+    heartbeat_name: str | None = None,
+    config: EngineConfig | None = None,
+    engine: Engine | None = None,
+) -> None:
+    """Everything ``run_service`` does, in a running event loop, until the engine is stopped."""
+    await ensure_topics(settings, locations)
+    await service.start()
+    engine = engine or Engine(service, settings, config)
+    await engine.start()
+    read_model = ReadModel(settings.redis_url, settings.namespace)
+    beat = asyncio.create_task(_heartbeat(read_model, heartbeat_name or service.name, engine.started))
+    runner = await _start_web(web, port) if web is not None else None
+    try:
+        await engine.run()
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        if runner is not None:
+            await runner.cleanup()
+        await read_model.close()
+
+
+def run_service(
+    service: StreamService,
+    settings: Settings,
+    *,
+    web: aioweb.Application | None = None,
+    port: int = 0,
+    locations: Iterable[str] = (),
+    heartbeat_name: str | None = None,
+    config: EngineConfig | None = None,
+) -> None:
+    """Run ``service`` in this process until SIGTERM/SIGINT (uvloop when installed)."""
+    configure_logging(service.name, settings.log_level)
+    _use_uvloop()
+
+    async def main() -> None:
+        engine = Engine(service, settings, config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, engine.stop)
+        await serve(
+            service, settings, web=web, port=port, locations=locations, heartbeat_name=heartbeat_name,
+            engine=engine,
+        )
+
+    asyncio.run(main())
+
+
+async def _heartbeat(read_model: ReadModel, name: str, assigned: asyncio.Event) -> None:
+    """The key the scenario runner and ``ServiceSet.wait_ready`` wait for: this process is in its group and
+    its tasks are restored (the first beat waits for the first assignment)."""
+    started = time.time()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(assigned.wait(), timeout=60)
+    while True:
+        try:
+            await read_model.heartbeat(name, {"pid": os.getpid(), "started": started, "at": time.time()})
+        except Exception as exc:  # Redis is for people's reads: never stop the service for it
+            log.warning("heartbeat_failed", error=repr(exc))
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+async def _start_web(app: aioweb.Application, port: int) -> aioweb.AppRunner:
+    runner = aioweb.AppRunner(app, access_log=None)
+    await runner.setup()
+    await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+    log.info("web_started", port=port)
+    return runner
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

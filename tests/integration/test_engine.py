@@ -1,0 +1,143 @@
+"""The processing engine on real Kafka, with a toy counting service in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from schemas.envelope import decode
+from schemas.topics import DEAD_LETTERS
+from services.runtime.engine import Engine, changelog_topic
+from services.runtime.settings import Settings
+from tests.support_engine import (
+    TOY_OUT,
+    ToyCounter,
+    create_toy_topics,
+    out_records,
+    publish,
+    read_all,
+    toy_command,
+)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, service: ToyCounter | None = None) -> AsyncIterator[Engine]:
+    engine = Engine(service or ToyCounter(settings), settings)
+    job = asyncio.create_task(engine.run())
+    try:
+        await asyncio.wait_for(engine.started.wait(), timeout=60)
+        yield engine
+    finally:
+        engine.stop()
+        await asyncio.wait_for(job, timeout=60)
+
+
+async def outputs(settings: Settings, count: int, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """The toy's committed outputs once there are at least ``count`` of them."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        found = out_records(await read_all(settings, settings.topic(TOY_OUT)))
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.3)
+
+
+async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    letters = []
+    for _, value in await read_all(settings, settings.topic(DEAD_LETTERS.name)):
+        _, message = decode(value)
+        letters.append(message.model_dump())
+    return letters
+
+
+def counts_of(engine: Engine) -> dict[str, Any]:
+    return {k: v for task in engine.tasks.values() for k, v in task.ctx.store("counts").items()}
+
+
+async def test_every_input_counted_once_and_state_restored_after_restart(settings: Settings) -> None:
+    await create_toy_topics(settings)
+    skus = [f"SKU-{i}" for i in range(20)]
+    await publish(settings, [(s.encode(), toy_command(f"a-{s}-{n}", s, qty=2)) for n in range(10) for s in skus])
+    async with running(settings) as engine:
+        first = await outputs(settings, 200)
+        assert len(first) == 200
+        assert sorted(o["id"] for o in first) == sorted(f"a-{s}-{n}" for n in range(10) for s in skus)
+        assert engine.stats.transactions >= 1
+    await publish(settings, [(s.encode(), toy_command(f"b-{s}", s, qty=1)) for s in skus])
+    async with running(settings) as engine:
+        second = await outputs(settings, 220)
+        assert len(second) == 220
+        assert engine.stats.restored_records >= len(skus)
+        counts = counts_of(engine)
+    assert {sku: counts[sku] for sku in skus} == {sku: {"n": 11, "total": 21} for sku in skus}
+    changelog = await read_all(settings, changelog_topic(settings, "toy-counter", "counts"))
+    assert {key.decode() for key, _ in changelog if key} == set(skus)
+
+
+async def test_poison_message_dead_lettered_while_the_rest_goes_on(settings: Settings) -> None:
+    await create_toy_topics(settings)
+    await publish(settings, [
+        (b"SKU-1", toy_command("p-1", "SKU-1")),
+        (b"SKU-1", b"{not json"),
+        (b"SKU-1", toy_command("p-2", "SKU-1")),
+    ])
+    async with running(settings) as engine:
+        found = await outputs(settings, 2)
+        assert [o["id"] for o in found] == ["p-1", "p-2"]
+        assert counts_of(engine)["SKU-1"] == {"n": 2, "total": 2}
+    letters = await dead_letters(settings)
+    assert len(letters) == 1
+    assert letters[0]["offset"] == 1 and "not JSON" in letters[0]["reason"]
+
+
+async def test_handler_exception_rolls_back_exactly_that_message(settings: Settings) -> None:
+    await create_toy_topics(settings)
+    await publish(settings, [
+        (b"SKU-1", toy_command("h-1", "SKU-1", qty=1)),
+        (b"SKU-1", toy_command("h-2", "SKU-1", qty=13)),
+        (b"SKU-1", toy_command("h-3", "SKU-1", qty=5)),
+    ])
+    async with running(settings) as engine:
+        found = await outputs(settings, 2)
+        await asyncio.sleep(1)
+        assert [o["id"] for o in await outputs(settings, 2)] == ["h-1", "h-3"]
+        assert [o["n"] for o in found] == [1, 2]  # h-2 left nothing behind: h-3 is the second count
+        assert counts_of(engine)["SKU-1"] == {"n": 2, "total": 6}
+    letters = await dead_letters(settings)
+    assert len(letters) == 1 and "unlucky thirteen" in letters[0]["reason"]
+
+
+async def test_timers_commit_in_transactions(settings: Settings) -> None:
+    await create_toy_topics(settings)
+    await publish(settings, [(b"SKU-1", toy_command("t-1", "SKU-1", location="timer"))])
+    async with running(settings) as engine:
+        found = await outputs(settings, 2)
+        assert {"tick": "t-1"} in found
+        await asyncio.sleep(1)
+        assert len(await outputs(settings, 2)) == 2  # the tick went once: its store change committed with it
+        assert "timer:t-1" not in counts_of(engine)
+
+
+async def test_nothing_of_an_aborted_batch_is_visible_to_read_committed(settings: Settings) -> None:
+    await create_toy_topics(settings)
+    await publish(settings, [
+        (b"SKU-1", toy_command("x-1", "SKU-1")),
+        (b"SKU-1", toy_command("x-2", "SKU-1", location="huge")),
+        (b"SKU-1", toy_command("x-3", "SKU-1")),
+    ])
+    service = ToyCounter(settings)
+    async with running(settings, service) as engine:
+        found = await outputs(settings, 3)
+        await asyncio.sleep(1)
+        assert service.huge_sent and engine.stats.aborted >= 1
+        assert [o["id"] for o in await outputs(settings, 3)] == ["x-1", "x-2", "x-3"]
+        assert [o["n"] for o in found] == [1, 2, 3]
+        assert counts_of(engine)["SKU-1"] == {"n": 3, "total": 3}
+    uncommitted = out_records(await read_all(settings, settings.topic(TOY_OUT), committed_only=False))
+    assert len(uncommitted) >= len(found)
+    assert not await dead_letters(settings)
+    assert orjson.dumps(found)
