@@ -37,12 +37,18 @@ def _start(app: object, service: str, settings: Settings, location: str | None =
 def run_orchestrator(
     namespace: str | None = NamespaceOpt,
     web_port: int | None = typer.Option(None, help="Serve order status over HTTP on this port."),
+    instance: str | None = typer.Option(
+        None, help="Name this instance when several share the work (its heartbeat is orchestrator-NAME)."
+    ),
 ) -> None:
-    """The OMS: intake, order saga, sourcing, status out."""
-    from services.orchestrator.faust_app import build
+    """The OMS: intake, order saga, sourcing, status out (instances of one namespace share its tasks)."""
+    from services.orchestrator.app import build
+    from services.runtime.runner import run_service
 
     settings = _settings(namespace, web_port)
-    _start(build(settings), "orchestrator", settings)
+    service, web = build(settings, web_port)
+    heartbeat = f"orchestrator-{instance}" if instance else "orchestrator"
+    run_service(service, settings, web=web, port=web_port or 0, heartbeat_name=heartbeat)
 
 
 @run_app.command("inventory")
