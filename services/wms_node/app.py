@@ -13,7 +13,6 @@ import asyncio
 import os
 
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 
 from schemas.topics import CATALOG, INVENTORY_AVAILABILITY, NETWORK, WMS_COMMANDS, WMS_TASKS
 from services.runtime.feed import TopicFeed
@@ -54,9 +53,7 @@ class NodeProcess:
         self.inbox = full_topic_name(settings, WMS_COMMANDS, location)
         self.views = NodeViews(settings.redis_url, settings.namespace, location)
         self.writer = ViewWriter(self.views)
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                         enable_idempotence=True)
-        self.desk = CommandDesk(self.producer, self.inbox, location)
+        self.desk = CommandDesk(settings.kafka_bootstrap, self.inbox, location)
         self.feeds = [
             TopicFeed(settings.kafka_bootstrap, full_topic_name(settings, NETWORK), self.master.on_network),
             TopicFeed(settings.kafka_bootstrap, full_topic_name(settings, CATALOG), self.master.on_catalog),
@@ -71,7 +68,7 @@ class NodeProcess:
         """Before the node's first batch: views writer, feeds (caught up), the commands' producer, auto-workers."""
         self.background.append(asyncio.create_task(self.writer.run()))
         self.background += [asyncio.create_task(feed.run()) for feed in self.feeds]
-        await self.producer.start()
+        await self.desk.start()
         if self.behaviour is not None:
             workers = AutoWorkers(self.settings.kafka_bootstrap, self.settings.group(self.service.name),
                                   full_topic_name(self.settings, WMS_TASKS, self.location), self.inbox,

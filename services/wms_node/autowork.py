@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import traceback
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.envelope import InvalidMessage, decode, derived_id, encode, envelope_for
 from schemas.wms import TaskCreated
@@ -51,8 +52,8 @@ class AutoWorkers:
                 await self._work()
             except asyncio.CancelledError:
                 raise
-            except KafkaError as exc:
-                log.warning("auto_workers_restart", reason=repr(exc))
+            except Exception as exc:  # never die: a broker hiccup or a fenced producer, start over
+                log.warning("auto_workers_restart", reason=repr(exc), trace=traceback.format_exc(limit=6))
                 await asyncio.sleep(self.retry_s)
 
     async def _work(self) -> None:
@@ -67,7 +68,7 @@ class AutoWorkers:
         await consumer.start()
         await producer.start()
         try:
-            consumer.assign(await self._partitions(consumer))  # no group membership: the node's engine has it
+            consumer.assign(await self._partitions())  # no group membership: the node's engine has it
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
                 if batches:
@@ -76,11 +77,19 @@ class AutoWorkers:
             await producer.stop()
             await consumer.stop()
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        while not (partitions := consumer.partitions_for_topic(self.tasks_topic)):
-            await consumer.topics()  # refreshes the metadata
-            await asyncio.sleep(0.2)
-        return [TopicPartition(self.tasks_topic, p) for p in sorted(partitions)]
+    async def _partitions(self) -> list[TopicPartition]:
+        """The task topic's partitions (a consumer that joins no group knows only what it asks the cluster)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            while True:
+                [described] = await admin.describe_topics([self.tasks_topic])
+                partitions = sorted(p["partition"] for p in described.get("partitions", []))
+                if described.get("error_code") == 0 and partitions:
+                    return [TopicPartition(self.tasks_topic, p) for p in partitions]
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
 
     async def _confirm_batch(self, producer: AIOKafkaProducer,
                              batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -38,14 +38,21 @@ Read = Callable[[str], str | None]  # an entity's committed JSON by key (None: u
 class CommandDesk:
     """Sends a worker's command to the node's inbox and waits for the node's decision on it."""
 
-    def __init__(self, producer: AIOKafkaProducer, inbox: str, location: str, timeout_s: float = 10.0) -> None:
-        self.producer = producer
+    def __init__(self, bootstrap: str, inbox: str, location: str, timeout_s: float = 10.0) -> None:
+        self.bootstrap = bootstrap
+        self.producer: AIOKafkaProducer | None = None
         self.inbox = inbox
         self.location = location
         self.timeout_s = timeout_s
         self.waiting: dict[str, asyncio.Future[Document]] = {}
 
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        await self.producer.start()
+
     async def send(self, message: Message) -> Document:
+        if self.producer is None:
+            raise TimeoutError("the node is starting")
         command_id = derived_id("web", self.location, time.time_ns())
         future: asyncio.Future[Document] = asyncio.get_running_loop().create_future()
         self.waiting[command_id] = future
