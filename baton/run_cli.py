@@ -71,7 +71,10 @@ def run_wms(
     web_port: int | None = typer.Option(None, help="Serve the task queue over HTTP on this port (GET /wms/tasks)."),
 ) -> None:
     """A WMS node for one warehouse or store."""
-    from services.wms_node.faust_app import build
+    from services.runtime.runner import run_service
+    from services.wms_node.app import build
 
     settings = _settings(namespace)
-    _start(build(settings, location, auto, web_port), f"wms-{location}", settings, location)
+    node = build(settings, location, auto)
+    web = node.web() if web_port is not None else None
+    run_service(node.service, settings, web=web, port=web_port or 0, locations=[location])
