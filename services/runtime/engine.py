@@ -321,7 +321,7 @@ class Engine:
                     pending.add(tp)
             count = 0
             while pending:
-                batch = await consumer.getmany(*pending, timeout_ms=500, max_records=20000)
+                batch = await consumer.getmany(*pending, timeout_ms=100, max_records=20000)
                 for tp, records in batch.items():
                     store = stores[by_tp[tp]]
                     for record in records:
