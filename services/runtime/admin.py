@@ -151,23 +151,37 @@ def subscriptions(settings: Settings, locations: Iterable[str]) -> dict[str, lis
 
 
 class LagProbe:
-    """One admin client and one consumer for a namespace's groups, kept open across polls."""
+    """One admin client and two consumers for a namespace's groups, kept open across polls.
 
-    def __init__(self, settings: Settings, locations: Iterable[str]) -> None:
+    Transactional producers (the processing engine) leave a commit marker after each transaction's records:
+    a group that read everything commits the offset after its last record, so the marker stays "unread"
+    and the raw lag never reaches 0. A gap holding nothing a read-committed consumer would get (markers,
+    aborted records) is therefore no lag.
+    """
+
+    def __init__(
+        self, settings: Settings, locations: Iterable[str], groups: dict[str, list[TopicPartition]] | None = None
+    ) -> None:
         self.settings = settings
-        self.groups = {
+        self.groups = groups if groups is not None else {
             group: [TopicPartition(t, p) for t in topics for p in range(_partitions(settings, t))]
             for group, topics in subscriptions(settings, list(locations)).items()
         }
         self.admin = _admin(settings)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        self.committed_reader = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        )
+        self._empty_gaps: set[tuple[TopicPartition, int, int]] = set()  # gaps known to hold no committed record
 
     async def __aenter__(self) -> LagProbe:
         await self.admin.start()
         await self.consumer.start()
+        await self.committed_reader.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.committed_reader.stop()
         await self.consumer.stop()
         await self.admin.close()
 
@@ -182,18 +196,48 @@ class LagProbe:
         for group, tps in self.groups.items():
             committed = await self.admin.list_consumer_group_offsets(group)
             done = {TopicPartition(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
-            lag[group] = sum(max(0, ends.get(tp, 0) - max(0, done.get(tp, 0))) for tp in tps)
+            lag[group] = 0
+            for tp in tps:
+                start, end = max(0, done.get(tp, 0)), ends.get(tp, 0)
+                if end > start and not await self.nothing_committed_between(tp, start, end):
+                    lag[group] += end - start
         return lag
 
+    async def nothing_committed_between(self, tp: TopicPartition, start: int, end: int, wait_s: float = 1.0) -> bool:
+        """True when offsets [start, end) hold no record a read-committed consumer gets (only transaction
+        markers or aborted records). An open transaction there keeps it False until it ends."""
+        if (tp, start, end) in self._empty_gaps:
+            return True
+        reader = self.committed_reader
+        reader.assign([tp])
+        reader.seek(tp, start)
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while await reader.position(tp) < end:
+            records = (await reader.getmany(tp, timeout_ms=100, max_records=1)).get(tp, [])
+            if records:
+                if records[0].offset < end:
+                    return False
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+        self._empty_gaps.add((tp, start, end))
+        return True
 
-async def consumer_lag(settings: Settings, locations: Iterable[str]) -> dict[str, int]:
+
+async def consumer_lag(
+    settings: Settings, locations: Iterable[str], groups: dict[str, list[TopicPartition]] | None = None
+) -> dict[str, int]:
     """Messages not yet committed by each service's consumer group (0 everywhere = caught up)."""
-    async with LagProbe(settings, locations) as probe:
+    async with LagProbe(settings, locations, groups) as probe:
         return await probe.lag()
 
 
 async def wait_caught_up(
-    settings: Settings, locations: Iterable[str], rounds: int = 3, timeout_s: float = 60.0
+    settings: Settings,
+    locations: Iterable[str],
+    rounds: int = 3,
+    timeout_s: float = 60.0,
+    groups: dict[str, list[TopicPartition]] | None = None,
 ) -> bool:
     """Barriers: every service handled every message that existed when each round began.
 
@@ -202,7 +246,7 @@ async def wait_caught_up(
     caused, so a few rounds settle a cascade (order -> reservation -> fulfilment -> consumption).
     """
     deadline = asyncio.get_running_loop().time() + timeout_s
-    async with LagProbe(settings, locations) as probe:
+    async with LagProbe(settings, locations, groups) as probe:
         for _ in range(rounds):
             upto = await probe.end_offsets()
             while any((await probe.lag(upto)).values()):

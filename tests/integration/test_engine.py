@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from schemas.envelope import decode
 from schemas.topics import DEAD_LETTERS
+from services.runtime.admin import LagProbe, wait_caught_up
 from services.runtime.engine import Engine, changelog_topic
 from services.runtime.settings import Settings
 from tests.support_engine import (
+    TOY_IN,
     TOY_OUT,
+    TOY_PARTITIONS,
     ToyCounter,
     create_toy_topics,
     out_records,
@@ -141,3 +145,31 @@ async def test_nothing_of_an_aborted_batch_is_visible_to_read_committed(settings
     assert len(uncommitted) >= len(found)
     assert not await dead_letters(settings)
     assert orjson.dumps(found)
+
+
+async def test_caught_up_behind_transaction_markers(settings: Settings) -> None:
+    """Inputs written in transactions end with commit markers the group never "reads": lag must still be 0."""
+    await create_toy_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, transactional_id=f"{settings.namespace}-feed"
+    )
+    await producer.start()
+    try:
+        for batch in range(3):
+            async with producer.transaction():
+                for n in range(5):
+                    sku = f"SKU-{n}"
+                    await producer.send(settings.topic(TOY_IN), toy_command(f"m-{batch}-{n}", sku), key=sku.encode())
+    finally:
+        await producer.stop()
+    group = settings.group("toy-counter")
+    tps = {group: [TopicPartition(settings.topic(TOY_IN), p) for p in range(TOY_PARTITIONS)]}
+    async with running(settings):
+        assert len(await outputs(settings, 15)) == 15
+        assert await wait_caught_up(settings, [], timeout_s=30, groups=tps)
+        async with LagProbe(settings, [], tps) as probe:
+            ends = await probe.end_offsets()
+            committed = await probe.admin.list_consumer_group_offsets(group)
+            raw_lag = sum(ends[tp] - committed[tp].offset for tp in tps[group] if tp in committed)
+            assert raw_lag > 0  # the markers: what a naive lag would wait for forever
+            assert await probe.lag() == {group: 0}
