@@ -12,7 +12,8 @@ from schemas.envelope import decode, encode, envelope_for
 from schemas.inventory import AvailabilityChanged, StockReserved
 from schemas.network import Location, LocationConfigured
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
-from schemas.topics import INVENTORY_RESERVATIONS, ORDERS_INBOUND
+from schemas.topics import INVENTORY_RESERVATIONS, ORDERS_INBOUND, WMS_EVENTS
+from schemas.wms import ItemsPicked
 from services.orchestrator.app import CAPACITY, ORDERS, REFIRE_AFTER_S, Orchestrator
 from services.orchestrator.domain.order import Deadline
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
@@ -271,3 +272,18 @@ def test_other_tasks_committed_counts_are_seen_and_next_day_starts_afresh() -> N
     assert sent(mine.commit(), "inventory.reserve_stock.v1")[0]["location"] == "WH-FAR"
     mine.feed(placed("O-3"), ORDERS_INBOUND.name, at=T0 + timedelta(days=1))
     assert sent(mine.commit(), "inventory.reserve_stock.v1")[0]["location"] == "WH-NEAR"
+
+
+def test_a_message_the_saga_never_acts_on_writes_no_changelog_record_and_no_view() -> None:
+    service, read_model = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    [reserve] = sent(driver.commit(), "inventory.reserve_stock.v1")
+    driver.feed(StockReserved(reservation_id=reserve["reservation_id"], order_id="O-1", sku="TEE",
+                              location="WH-NEAR", qty=1), INVENTORY_RESERVATIONS.name)
+    [request] = sent(driver.commit(), "wms.fulfil_order.v1")
+    writes = len(read_model.writes)
+    driver.feed(ItemsPicked(request_id=request["request_id"], order_id="O-1", location="WH-NEAR",
+                            lines=request["lines"], task_id="O-1/pick"), WMS_EVENTS.name)
+    assert driver.commit() == [] and driver.changelogs[ORDERS] == [] and len(read_model.writes) == writes

@@ -80,6 +80,9 @@ PLANNING_MESSAGES = (
     OrderDeadlineReached,
     ReservationReleased,
 )
+# what the saga hears of but never acts on: applying one changes nothing, so nothing of it is recorded (no applied
+# id, no new version) and the adapter writes nothing (no changelog record, no view) for it
+NO_EFFECT_MESSAGES = (ItemsPicked, HandedOver, ReservationConsumed)
 LineProgress = Literal["pending", "held", "refused", "released", "consumed", "expired"]
 TRANSIT_DAYS = 1
 DeadlineKind = Literal["reserve", "accept", "pickup", "hold"]
@@ -230,6 +233,8 @@ class OrderSaga:
                                rule_set=self.snapshot.rules.name, rule_set_version=self.snapshot.rules.version)
         if state is None:
             return Decision()
+        if isinstance(message, NO_EFFECT_MESSAGES):
+            return Decision(state=state)
         emits = _Step(state, self.snapshot, message_id).run(message)
         state.applied.record(message_id, emits)
         state.version += 1
