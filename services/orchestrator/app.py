@@ -258,10 +258,9 @@ class Orchestrator(StreamService):
 
     async def start(self) -> None:
         for feed in self.feeds:
-            self.background.add(asyncio.get_running_loop().create_task(feed.run(), name=f"feed {feed.topic}"))
+            running = asyncio.get_running_loop().create_task(feed.run_forever(), name=f"feed {feed.topic}")
+            self.background.add(running)
         while not all(feed.caught_up.is_set() for feed in self.feeds):
-            for stopped in [task for task in self.background if task.done()]:
-                stopped.result()  # a feed that stopped before it caught up: its error, here
             await asyncio.sleep(0.05)
         log.info("views_caught_up", locations=len(self.master.network.locations), rules=self.master.rules.name,
                  skus=len(self.stock.positions))

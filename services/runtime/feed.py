@@ -26,6 +26,18 @@ class TopicFeed:
         self.on_message = on_message
         self.caught_up = asyncio.Event()
 
+    async def run_forever(self, retry_s: float = 1.0) -> None:
+        """``run``, started again from the beginning whenever it fails (a broker that went away): a view is never
+        left behind for good. Values are applied again, which a view keyed by the latest value takes in stride."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("feed_failed", topic=self.topic, error=repr(exc))
+                await asyncio.sleep(retry_s)
+
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             self.topic,
