@@ -57,10 +57,12 @@ def run_inventory(
     web_port: int | None = typer.Option(None, help="Serve stock and ATP over HTTP on this port (GET /stock/SKU)."),
 ) -> None:
     """The stock ledger: the only writer of stock and reservations."""
-    from services.inventory.faust_app import build
+    from services.inventory.app import build
+    from services.runtime.runner import run_service
 
     settings = _settings(namespace, web_port)
-    _start(build(settings), "inventory", settings)
+    service, web = build(settings, web_port)
+    run_service(service, settings, web=web, port=web_port or 0)
 
 
 @run_app.command("wms")
