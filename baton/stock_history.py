@@ -20,9 +20,10 @@ from schemas.envelope import InvalidMessage, decode
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
 from services.inventory.domain.ledger import SkuLedger, rebuild
-from services.runtime.kafka import full_topic_name
+from services.runtime.engine import changelog_topic
 from services.runtime.replay import topic_partitions
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 LEDGER_TABLE = "ledgers"
 
@@ -39,6 +40,7 @@ async def read_records(
         auto_offset_reset="earliest",
         request_timeout_ms=10_000,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        isolation_level="read_committed",  # the services write in transactions: never what one aborted
     )
     await consumer.start()
     try:
@@ -93,8 +95,8 @@ async def rebuilt_ledgers(
 
 
 async def live_ledgers(settings: Settings) -> dict[str, SkuLedger]:
-    """The ledgers the inventory service stored: the latest value per key of its table's changelog."""
-    topic = f"{settings.group('inventory')}-{LEDGER_TABLE}-changelog"
+    """The ledgers the inventory service stored: the latest value per key of its store's changelog."""
+    topic = changelog_topic(settings, "inventory", LEDGER_TABLE)
     latest: dict[str, bytes | None] = {}
     for record in await read_records(settings, topic):
         latest[_table_key(record.key)] = record.value
