@@ -88,14 +88,10 @@ class InventoryService(StreamService):
             await self.follow(self.network_feed)
 
     async def follow(self, feed: TopicFeed) -> None:
-        """Run a global view's feed in the background and wait until it caught up (or died trying)."""
-        running = asyncio.get_running_loop().create_task(feed.run(), name=f"feed {feed.topic}")
+        """Follow a global view in the background (started again if it fails) and wait until it caught up."""
+        running = asyncio.get_running_loop().create_task(feed.run_forever(), name=f"feed {feed.topic}")
         self.background.add(running)
-        caught_up = asyncio.get_running_loop().create_task(feed.caught_up.wait())
-        await asyncio.wait({running, caught_up}, return_when=asyncio.FIRST_COMPLETED)
-        if running.done():
-            caught_up.cancel()
-            running.result()  # a feed that stopped before it caught up: its error, here
+        await feed.caught_up.wait()
 
     # --- tasks ------------------------------------------------------------------------------------------
     def on_assigned(self, ctx: TaskContext) -> None:
