@@ -4,7 +4,8 @@ Input: ``CountStock`` commands on ``{ns}.toy.in.v1`` keyed by SKU. For each, the
 the SKU counts one more input and adds its qty, and one record goes to ``{ns}.toy.out.v1``. The handler has
 no idempotence of its own: exactly-once is the engine's doing. A qty of 13 makes the handler raise; a
 location ``timer`` asks the next timer tick to emit a ``tick`` record; a location ``huge`` makes the handler
-send a record too large for Kafka (once per process), so that the batch's transaction aborts.
+send a record too large for Kafka (once per process), so that the batch's transaction aborts; ``huge-always``
+does it every time (its input must end dead-lettered).
 
 Run as a process: ``python -m tests.support_engine`` with ``BATON_*`` in the environment.
 """
@@ -63,6 +64,8 @@ class ToyCounter(StreamService):
         ctx.send_raw(out, message.sku.encode(), orjson.dumps({"id": message.count_id, "n": entry["n"]}))
         if message.location == "timer":
             counts.put(f"timer:{message.count_id}", {"n": 0, "total": 0})
+        if message.location == "huge-always":
+            ctx.send_raw(out, b"huge", b"x" * (3 * 1024 * 1024))
         if message.location == "huge" and not self.huge_sent:
             self.huge_sent = True
             ctx.send_raw(out, b"huge", b"x" * (3 * 1024 * 1024))

@@ -24,10 +24,18 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    CorruptRecordException,
     InvalidProducerEpoch,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
     ProducerFenced,
+    RecordListTooLargeError,
+    RecordTooLargeError,
     TopicAlreadyExistsError,
     TransactionCoordinatorFenced,
+    UnsupportedForMessageFormatError,
 )
 
 from schemas.base import Message
@@ -43,6 +51,21 @@ from services.runtime.topicnames import full_topic_name, spec_named
 log = get_logger(__name__)
 
 FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+# Errors caused by what a batch would write, not by Kafka's state: retrying the same batch fails again.
+UNWRITABLE = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    InvalidTimestampError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
+
+
+def unwritable(error: BaseException) -> bool:
+    """The batch itself cannot be written (a record too large, a bad topic name, a value that is not bytes)."""
+    return isinstance(error, UNWRITABLE) or not isinstance(error, KafkaError | asyncio.TimeoutError | OSError)
 
 
 def changelog_topic(settings: Settings, service_name: str, store: str) -> str:
@@ -61,6 +84,7 @@ class EngineConfig:
     session_timeout_ms: int = 8000
     heartbeat_interval_ms: int = 1000
     retry_backoff_s: float = 0.5
+    commit_timeout_s: float = 30.0  # a transaction not committed by then is aborted and the batch retried
 
 
 @dataclass
@@ -88,6 +112,9 @@ class Task:
     committed: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read, as of the last commit
     next: dict[TopicPartition, int] = field(default_factory=dict)  # next offset expected, batch included
     changelog_next: dict[str, int] = field(default_factory=dict)  # store -> offset after its last known record
+    # after a batch that could not be written: its records go one per transaction, up to these offsets, so
+    # that the one whose output cannot be written is found and dead-lettered
+    isolate: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -363,14 +390,47 @@ class Engine:
         now = datetime.now(UTC)
         work = []
         for task_id, batches in by_task.items():
-            task = self.tasks[task_id]
             # offset order within each partition; across the inputs, the oldest head first
             ordered = list(heapq.merge(*batches, key=lambda r: r.timestamp))
-            offsets, dead = self._apply(task, ordered, now)
-            if offsets or dead or task.ctx.outgoing:
-                work.append(self._commit(task, offsets, dead))
-        if work:
-            await asyncio.gather(*work)
+            work.append(self._process_task(self.tasks[task_id], ordered, now))
+        await asyncio.gather(*work)
+
+    async def _process_task(self, task: Task, records: list[ConsumerRecord], now: datetime) -> None:
+        if task.isolate:
+            await self._process_isolated(task, records, now)
+            return
+        offsets, dead = self._apply(task, records, now)
+        if not (offsets or dead or task.ctx.outgoing):
+            return
+        error = await self._commit(task, offsets, dead)
+        if error is not None and unwritable(error) and self.tasks.get(task.id) is task:
+            log.warning("batch_unwritable_isolating", task=task.id, records=len(records), error=repr(error))
+            task.isolate = dict(offsets)
+
+    async def _process_isolated(self, task: Task, records: list[ConsumerRecord], now: datetime) -> None:
+        """One record per transaction: a record whose output cannot be written is dead-lettered alone."""
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if record.offset < task.next[tp]:
+                continue
+            offsets, dead = self._apply(task, [record], now)
+            error = await self._commit(task, offsets, dead, backoff=False)
+            if error is None:
+                continue
+            if self.tasks.get(task.id) is not task or not unwritable(error):
+                return  # fenced, or Kafka's trouble: read again from the last commit
+            incoming = Incoming(
+                record.topic, record.partition, record.offset, record.key, record.value, record.timestamp
+            )
+            letter = self._dead_letter(incoming, f"its output could not be written: {error!r}")
+            if await self._commit(task, {tp: record.offset + 1}, [letter], backoff=False) is not None:
+                return
+            task.next[tp] = record.offset + 1
+            assert self.consumer is not None
+            self.consumer.seek(tp, record.offset + 1)
+        for tp, end in list(task.isolate.items()):
+            if task.committed.get(tp, 0) >= end:
+                del task.isolate[tp]
 
     def _apply(
         self, task: Task, records: list[ConsumerRecord], now: datetime
@@ -442,8 +502,11 @@ class Engine:
         log.warning("dead_lettered", topic=incoming.topic, offset=incoming.offset, reason=reason[:500])
         return Outgoing(self._dead_letter_topic, key.encode(), encode(envelope))
 
-    async def _commit(self, task: Task, offsets: dict[TopicPartition, int], dead: list[Outgoing]) -> bool:
-        """One transaction: changelog records, records sent, consumed offsets. True when it committed."""
+    async def _commit(
+        self, task: Task, offsets: dict[TopicPartition, int], dead: list[Outgoing], *, backoff: bool = True
+    ) -> BaseException | None:
+        """One transaction: changelog records, records sent, consumed offsets. None when it committed, else
+        the error (the task is then rolled back to its last commit, or dropped when fenced)."""
         stores = task.ctx.stores
         changes = {name: store.changelog() for name, store in stores.items()}
         outgoing, after = task.ctx.take()
@@ -454,24 +517,18 @@ class Engine:
             for key, raw in store_changes
         ]
         records = [*changelog, *outgoing, *dead]
-        producer = task.producer
         try:
-            await producer.begin_transaction()
-            sent = [
-                await producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in records
-            ]
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.group)
-            delivered = await asyncio.gather(*sent)  # a record whose delivery failed fails the batch
-            await producer.commit_transaction()
+            delivered = await asyncio.wait_for(
+                self._transaction(task.producer, records, offsets), timeout=self.config.commit_timeout_s
+            )
         except FENCED as exc:
             log.warning("task_fenced", task=task.id, error=repr(exc))
             await self._drop_task(task.id, keep=False)
-            return False
+            return exc
         except Exception as exc:
             log.error("commit_failed", task=task.id, error=repr(exc), trace=traceback.format_exc(limit=8))
-            await self._abort(task)
-            return False
+            await self._abort(task, backoff=backoff)
+            return exc
         for name, store in stores.items():
             store.committed(changes[name])
         for store_name, meta in zip(changelog_of, delivered, strict=False):
@@ -482,29 +539,43 @@ class Engine:
         self.stats.changelog_records += len(changelog)
         for work in after:
             self._after.put_nowait(work)
-        return True
+        return None
 
-    async def _abort(self, task: Task) -> None:
+    async def _transaction(
+        self, producer: AIOKafkaProducer, records: list[Outgoing], offsets: dict[TopicPartition, int]
+    ) -> list[Any]:
+        await producer.begin_transaction()
+        sent = [await producer.send(r.topic, r.value, key=r.key, partition=r.partition) for r in records]
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.group)
+        delivered = await asyncio.gather(*sent)  # a record whose delivery failed fails the batch
+        await producer.commit_transaction()
+        return delivered
+
+    async def _abort(self, task: Task, *, backoff: bool = True) -> None:
         """Discard the batch: abort (or replace a producer that cannot), roll back, read again from the commit."""
         self.stats.aborted += 1
         task.ctx.rolled_back()
         try:
-            await task.producer.abort_transaction()
+            await asyncio.wait_for(task.producer.abort_transaction(), timeout=self.config.commit_timeout_s)
         except FENCED:
             await self._drop_task(task.id, keep=False)
             return
         except Exception as exc:
-            log.warning("abort_failed", task=task.id, error=repr(exc))
-            try:
-                await task.producer.stop()
-            except Exception as stop_exc:
-                log.warning("producer_stop_failed", task=task.id, error=repr(stop_exc))
-            task.producer = await self._new_producer(task.id)
+            # the transaction's outcome is unknown (it may even have committed after a timeout): take the task
+            # again from what Kafka holds, as a new owner would (a new producer, the changelog, the offsets)
+            log.warning("abort_failed_reopening_task", task=task.id, error=repr(exc))
+            await self._drop_task(task.id, keep=True)
+            self.tasks[task.id] = await self._open_task(task.id)
+            if backoff:
+                await asyncio.sleep(self.config.retry_backoff_s)
+            return
         assert self.consumer is not None
         for tp, offset in task.committed.items():
             task.next[tp] = offset
             self.consumer.seek(tp, offset)
-        await asyncio.sleep(self.config.retry_backoff_s)
+        if backoff:
+            await asyncio.sleep(self.config.retry_backoff_s)
 
     # --- timers and after-commit work -------------------------------------------------------------------
     async def _run_timers(self) -> None:

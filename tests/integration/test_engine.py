@@ -173,3 +173,22 @@ async def test_caught_up_behind_transaction_markers(settings: Settings) -> None:
             raw_lag = sum(ends[tp] - committed[tp].offset for tp in tps[group] if tp in committed)
             assert raw_lag > 0  # the markers: what a naive lag would wait for forever
             assert await probe.lag() == {group: 0}
+
+
+async def test_an_input_whose_output_cannot_be_written_is_dead_lettered_alone(settings: Settings) -> None:
+    await create_toy_topics(settings)
+    await publish(settings, [
+        (b"SKU-1", toy_command("u-1", "SKU-1")),
+        (b"SKU-1", toy_command("u-2", "SKU-1", location="huge-always")),
+        (b"SKU-1", toy_command("u-3", "SKU-1")),
+    ])
+    async with running(settings) as engine:
+        found = await outputs(settings, 2)
+        await asyncio.sleep(1)
+        assert [o["id"] for o in await outputs(settings, 2)] == ["u-1", "u-3"]
+        assert [o["n"] for o in found] == [1, 2]
+        assert counts_of(engine)["SKU-1"] == {"n": 2, "total": 2}
+        assert not any(task.isolate for task in engine.tasks.values())
+    letters = await dead_letters(settings)
+    assert len(letters) == 1 and letters[0]["offset"] == 1
+    assert "could not be written" in letters[0]["reason"] and "MessageSizeTooLarge" in letters[0]["reason"]
