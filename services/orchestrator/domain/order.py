@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -141,8 +142,9 @@ class OrderState(BaseModel):
     applied: AppliedLog = AppliedLog(keep_ids=500, keep_emits=32)
     version: int = 0
 
-    @property
+    @cached_property
     def order(self) -> OrderPlaced:
+        """The order as placed, parsed once per state object (``placed`` never changes; read many times a step)."""
         return OrderPlaced.model_validate(self.placed)
 
     def line_statuses(self) -> list[LineStatus]:
