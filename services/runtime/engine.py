@@ -85,6 +85,9 @@ class EngineConfig:
     heartbeat_interval_ms: int = 1000
     retry_backoff_s: float = 0.5
     commit_timeout_s: float = 30.0  # a transaction not committed by then is aborted and the batch retried
+    # static membership (KIP-345): a process restarted with the same id takes its tasks back at once instead
+    # of waiting for the session of the killed one to expire; each instance of a service needs its own id
+    instance_id: str | None = None
 
 
 @dataclass
@@ -173,6 +176,7 @@ class Engine:
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            group_instance_id=self.config.instance_id,
         )
         self.consumer.subscribe(self.service.inputs(), listener=_Rebalance(self))
         await self.consumer.start()
@@ -333,6 +337,7 @@ class Engine:
             enable_auto_commit=False,
             group_id=None,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=20,  # the tail is a commit marker: do not let the broker wait for more
         )
         await consumer.start()
         try:

@@ -69,6 +69,9 @@ def run_service(
     configure_logging(service.name, settings.log_level)
     _use_uvloop()
 
+    if config is None and os.environ.get("BATON_INSTANCE_ID"):
+        config = EngineConfig(instance_id=f"{service.name}-{os.environ['BATON_INSTANCE_ID']}")
+
     async def main() -> None:
         engine = Engine(service, settings, config)
         loop = asyncio.get_running_loop()

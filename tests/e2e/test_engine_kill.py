@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+import pytest
 
 from services.runtime.engine import changelog_topic
 from services.runtime.settings import Settings, project_root
@@ -24,8 +25,9 @@ SKUS = 40
 class ToyProcess:
     """The toy counting service as its own process (``python -m tests.support_engine``)."""
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(self, settings: Settings, name: str, instance_id: str | None = None) -> None:
         self.settings = settings
+        self.instance_id = instance_id
         self.log_path = settings.home / "runs" / settings.namespace / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
@@ -38,6 +40,8 @@ class ToyProcess:
             "BATON_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "BATON_REDIS_URL": self.settings.redis_url,
         }
+        if self.instance_id:
+            env["BATON_INSTANCE_ID"] = self.instance_id
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.support_engine"], cwd=project_root(), env=env,
@@ -123,9 +127,10 @@ def check_exactly_once(outputs: list[dict[str, object]], state: dict[str, dict[s
     assert all(sorted(ns) == list(range(1, per_sku[sku] + 1)) for sku, ns in numbers.items())
 
 
-async def test_kill_9_twice_every_input_applied_once(settings: Settings) -> None:
+@pytest.mark.parametrize("static_membership", [False, True], ids=["dynamic", "static"])
+async def test_kill_9_twice_every_input_applied_once(settings: Settings, static_membership: bool) -> None:
     await create_toy_topics(settings)
-    toy = ToyProcess(settings, "toy-1")
+    toy = ToyProcess(settings, "toy-1", instance_id="1" if static_membership else None)
     toy.start()
     try:
         feeding = asyncio.create_task(feed(settings, duration_s=15))
