@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from baton.bench.chaos import BackClock, Restart, kill_and_time
 from baton.invariants import (
     SETTLED_STATUSES,
     WAITING_STATUSES,
@@ -111,6 +112,9 @@ class ScenarioRun:
         self.services = ServiceSet(settings, self.locations)
         self.read_model = ReadModel(settings.redis_url, settings.namespace)
         self.kills: list[dict[str, Any]] = []  # the service.killed steps played: service, seconds into the run
+        self.comebacks: list[asyncio.Task[Restart]] = []  # each killed service's return, timed on Kafka
+        self.resources = contextlib.AsyncExitStack()
+        self.back_clock: BackClock | None = None
 
     def _progress(self, phase: str, done: int, total: int) -> None:
         if self.options.progress:
@@ -138,6 +142,9 @@ class ScenarioRun:
 
     async def finish(self) -> None:
         """Stop the services unless ``keep``; purge the namespace when asked."""
+        for comeback in self.comebacks:
+            comeback.cancel()
+        await self.resources.aclose()
         if not self.options.keep:
             self.services.stop()
         if self.options.purge and not self.options.keep:
@@ -209,8 +216,16 @@ class ScenarioRun:
     async def _kill(self, publisher: Publisher, step: ServiceKilledStep, at_s: float) -> None:
         """kill -9 the service and restart it at once; what the timeline published before it is sent first."""
         await publisher.flush()
-        self.services.kill_and_restart(step.process)
+        if self.back_clock is None:
+            self.back_clock = await self.resources.enter_async_context(BackClock(self.settings, self.locations))
+        self.comebacks.append(asyncio.create_task(kill_and_time(self.services, self.back_clock, step.process)))
         self.kills.append({"service": step.service, "at_s": round(at_s, 2)})
+
+    async def _timed_kills(self) -> list[dict[str, Any]]:
+        """The kills played, each with the seconds its service took to handle a message again."""
+        restarts = await asyncio.gather(*self.comebacks)
+        await self.resources.aclose()
+        return [{**kill, "back_after_s": restart.seconds} for kill, restart in zip(self.kills, restarts, strict=True)]
 
     async def _publish_step(self, publisher: Publisher, step: Step | ArrivalStep) -> None:
         match step:
@@ -277,7 +292,7 @@ class ScenarioRun:
             "stock": stock,
             "dead_letters": await count_messages(self.settings, full_topic_name(self.settings, DEAD_LETTERS)),
             "invariants": invariants.summary(),
-            **({"kills": self.kills} if self.kills else {}),
+            **({"kills": await self._timed_kills()} if self.kills else {}),
         }
 
     async def _stock(self) -> dict[str, dict[str, dict[str, int]]]:

@@ -23,6 +23,7 @@ def test_orders_settle_when_every_service_is_killed_mid_flow(settings: Settings)
     result = outcome.result
     assert [k["service"] for k in result["kills"]] == ["orchestrator", "inventory", "wms:WH-PAR"]
     assert [k["at_s"] >= at for k, at in zip(result["kills"], (1.0, 2.0, 3.0), strict=True)] == [True] * 3
+    assert all(k["back_after_s"] is not None and k["back_after_s"] > 0 for k in result["kills"]), result["kills"]
     stuck = {oid: o["status"] for oid, o in result["orders"].items()
              if o["status"] not in ("shipped", "ready_for_pickup")}
     assert stuck == {}, result["invariants"]
