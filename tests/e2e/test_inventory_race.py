@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from baton.processes import ServiceSet
-from baton.publish import Publisher
 from baton.stock_history import live_ledgers, rebuilt_ledgers
 from schemas.envelope import Envelope
 from schemas.inventory import AvailabilityChanged, StockMoved
@@ -23,12 +22,12 @@ from schemas.topics import (
     INVENTORY_AVAILABILITY,
     INVENTORY_MOVEMENTS,
     INVENTORY_RESERVATIONS,
-    ORDERS_INBOUND,
     TopicSpec,
 )
 from services.runtime.admin import consumer_lag, ensure_topics
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name
+from tests.e2e.steady import Pace, place_steadily
 from tests.support import (
     availability,
     load_network_and_stock,
@@ -47,6 +46,8 @@ STOCK = {"WH-A": 5, "WH-B": 5}
 LOCATIONS = list(STOCK)
 NOT_SHIPPED = {"rejected", "backordered"}
 DECISIONS = ("inventory.stock_reserved.v1", "inventory.reservation_refused.v1")
+KILL_PACE = Pace(per_tick=50, tick_s=0.5)  # about 100 orders a second
+BURST = Pace(per_tick=ORDERS, tick_s=0)
 ENDS = ("inventory.reservation_consumed.v1", "inventory.reservation_released.v1", "inventory.reservation_expired.v1")
 
 
@@ -82,15 +83,16 @@ async def _race(settings: Settings, services: ServiceSet, kills: int) -> float:
     ids = [f"H-{n:04d}" for n in range(ORDERS)]
     await _wait_stock_loaded(settings)
     started = time.monotonic()
-    async with Publisher(settings, source="tests") as publisher:
-        for order_id in ids:
-            await publisher.publish(ORDERS_INBOUND, order_id, ship_order(order_id, {SKU: 1}, lat=47.0, lon=3.5))
-        await publisher.flush()
+    orders = [ship_order(order_id, {SKU: 1}, lat=47.0, lon=3.5) for order_id in ids]
+    # with kills, placed steadily so that the kills come while the race is on; without, all at once
+    placing = asyncio.create_task(place_steadily(settings, orders, KILL_PACE if kills else BURST))
 
     async def decided() -> int:
         statuses = (await order_statuses(settings, ids)).values()
         return sum(s in NOT_SHIPPED or s == "shipped" for s in statuses)
 
+    if not kills:
+        await placing
     for kill, progress in zip(range(kills), (ORDERS // 5, ORDERS // 2), strict=False):
         what = f"{progress} orders decided before kill {kill + 1}"
         await wait_for(lambda p=progress: _at_least(decided, p), 120, what)
@@ -98,8 +100,8 @@ async def _race(settings: Settings, services: ServiceSet, kills: int) -> float:
         at_kill = await decided()
         print(f"\nkill {kill + 1}: inventory killed with {at_kill} of {ORDERS} orders decided")
         assert at_kill < ORDERS, "the race was over before the kill"
-        await asyncio.sleep(1.0)
-        services.restart("inventory")
+        services.restart("inventory")  # at once, as a supervisor would
+    await placing
 
     async def all_done() -> bool:
         statuses = Counter((await order_statuses(settings, ids)).values())

@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from baton.processes import ServiceSet
-from baton.publish import Publisher
 from schemas.inventory import StockMoved
-from schemas.topics import INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, ORDERS_INBOUND
+from schemas.topics import INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
 from services.runtime.admin import consumer_lag
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name
+from tests.e2e.steady import Pace, place_steadily
 from tests.support import (
     availability,
     order_statuses,
@@ -31,7 +31,7 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 ORDERS = 300
 KILLS_AT = (ORDERS // 4, ORDERS // 2)  # orders past reservation when each kill comes
-PLACED_PER_TICK, TICK_S = 5, 0.25  # about 20 orders a second, once the first ones went through
+PACE = Pace(per_tick=5, tick_s=0.25)  # about 20 orders a second, once the first ones went through
 SKUS = ("TEE", "MUG", "CAP")
 STOCK = 400
 
@@ -52,7 +52,8 @@ def test_inventory_killed_twice_mid_run_loses_and_doubles_nothing(settings: Sett
 
 async def _place_orders_and_kill(settings: Settings, services: ServiceSet) -> dict[str, dict[str, int]]:
     ordered = {f"K-{n:04d}": {SKUS[n % 3]: 1 + n % 2, SKUS[(n + 1) % 3]: 1} for n in range(ORDERS)}
-    placing = asyncio.create_task(_place_steadily(settings, ordered))
+    orders = [ship_order(order_id, lines) for order_id, lines in ordered.items()]
+    placing = asyncio.create_task(place_steadily(settings, orders, PACE))
     ids = list(ordered)
 
     async def past_reservation() -> int:
@@ -78,27 +79,6 @@ async def _place_orders_and_kill(settings: Settings, services: ServiceSet) -> di
 
     await wait_for(all_done, 120, "every order to ship after the restarts", explain=explain)
     return ordered
-
-
-async def _place_steadily(settings: Settings, ordered: dict[str, dict[str, int]]) -> None:
-    """Orders arrive over several seconds, so that the kills come while reservations flow; the first few
-    go through before the rest follow (the services' start-up does not pile the orders up)."""
-    ids = list(ordered)
-    async with Publisher(settings, source="tests") as publisher:
-        for n, (order_id, lines) in enumerate(ordered.items(), start=1):
-            await publisher.publish(ORDERS_INBOUND, order_id, ship_order(order_id, lines))
-            if n % PLACED_PER_TICK == 0:
-                await publisher.flush()
-                await asyncio.sleep(TICK_S)
-            if n == PLACED_PER_TICK:
-                first = ids[:PLACED_PER_TICK]
-                await wait_for(lambda f=first: _past_reservation(settings, f, len(f)), 60, "the first orders reserved")
-        await publisher.flush()
-
-
-async def _past_reservation(settings: Settings, ids: list[str], n: int) -> bool:
-    statuses = (await order_statuses(settings, ids)).values()
-    return sum(s not in (None, "accepted") for s in statuses) >= n
 
 
 async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
