@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from baton.bench.cli import bench_command
 from baton.demo import demo_command
 from baton.explain_cli import explain_command
 from baton.network_cli import network_app, rules_app
@@ -28,6 +29,7 @@ app.add_typer(scenario_app, name="scenario")
 app.add_typer(orders_app, name="orders")
 app.add_typer(stock_app, name="stock")
 app.command("demo")(demo_command)
+app.command("bench")(bench_command)
 app.add_typer(wms_app, name="wms")
 app.add_typer(network_app, name="network")
 app.add_typer(rules_app, name="rules")

@@ -1,6 +1,6 @@
 """The raw baseline, taken in the same run through the same broker: what plain Kafka clients do on this machine.
 
-- ``raw_pipe``: plain aiokafka (acks=all, idempotent, the same linger as the publisher) produces as many
+- ``raw_pipe``: plain aiokafka (acks=all, idempotent, linger 5 ms, 256 KiB batches) produces as many
   records as the pipeline wrote, of the pipeline's average size, while a consumer reads them back;
   records/s = records / (first send to last record read). The pipeline's records/s is reported as a
   share of this figure: ratios hold from one machine to the next, absolute times do not.
@@ -28,6 +28,7 @@ from baton.bench.collect import partitions_of
 from services.runtime.settings import Settings
 
 MIN_RECORDS, MAX_RECORDS = 10_000, 300_000
+BATCH_BYTES = 256 * 1024  # both clients batch up to this much per partition (records here are ~1-3 KB)
 PERF_TIMEOUT_S = 180.0
 PERF_LINE = re.compile(
     r"(?P<records>\d+) records sent, (?P<per_s>[\d.]+) records/sec \((?P<mb_s>[\d.]+) MB/sec\), "
@@ -65,7 +66,7 @@ async def raw_pipe(settings: Settings, records: int, record_bytes: int) -> RawPi
     await _create_topic(settings, topic)
     value = os.urandom(max(1, record_bytes // 2)).hex().encode()[:record_bytes]  # incompressible, like JSON is not
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5)
+                                linger_ms=5, max_batch_size=BATCH_BYTES)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await producer.start()
@@ -107,7 +108,7 @@ async def producer_perf(settings: Settings, records: int, record_bytes: int) -> 
         java, "-Xmx512m", f"-Dlog4j2.configurationFile={log_config}", "-cp", f"{jars}/*",
         "org.apache.kafka.tools.ProducerPerformance", "--topic", topic, "--num-records", str(records),
         "--record-size", str(record_bytes), "--throughput", "-1",
-        "--producer-props", f"bootstrap.servers={settings.kafka_bootstrap}", "acks=all",
+        "--producer-props", f"bootstrap.servers={settings.kafka_bootstrap}", "acks=all", f"batch.size={BATCH_BYTES}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:

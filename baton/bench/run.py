@@ -1,0 +1,223 @@
+"""One bench run: bring the network up (the scenario runner's machinery), place the load, wait until it
+settled, read the figures back from the topics, take the raw baseline, check the invariants, draw the PNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from baton.bench.baseline import take_baseline
+from baton.bench.chaos import Chaos, KillPlan
+from baton.bench.collect import Collected, StatusTail, collect, end_offsets
+from baton.bench.load import LoadDriver, LoadReport, order_mix
+from baton.bench.plots import plot_run
+from baton.bench.report import ALLOCATED_OR_LATER, build_figures, traffic_summary
+from baton.bench.resources import ResourceSampler, bench_pids
+from baton.invariants import SETTLED_STATUSES, WAITING_STATUSES, Expected, InvariantReport, check_invariants_from_topics
+from baton.processes import ServiceSet
+from baton.publish import Publisher
+from baton.scenario.model import Scenario
+from baton.scenario.runner import RunOptions, ScenarioRun
+from services.runtime.admin import wait_caught_up
+from services.runtime.settings import Settings, project_root
+
+EXIT_OK, EXIT_INVARIANT_BROKEN, EXIT_TIMEOUT = 0, 1, 3
+SETTLED = SETTLED_STATUSES | WAITING_STATUSES
+# Without workers nobody confirms a task: an order is as far as it gets once the warehouses have it.
+SETTLED_WITHOUT_WORKERS = SETTLED | ALLOCATED_OR_LATER
+BURST_CHAOS_ORDERS_PER_S = 100.0  # a burst has no duration of its own: kills are spread as if it flowed at this rate
+MIN_CHAOS_WINDOW_S = 10.0
+
+
+@dataclass
+class BenchOptions:
+    orders: int
+    rate: float | None = None  # open loop: orders per second on a fixed schedule; None: a burst
+    workers: bool = True
+    kills: list[KillPlan] = field(default_factory=list)
+    kill_window_s: float | None = None
+    timeout_s: float = 600.0
+    namespace: str | None = None
+    keep: bool = False
+    out_dir: Path | None = None
+    seed: int = 8
+    command: str = "baton bench"
+
+
+class Live:
+    """What the bench tells its display while it runs (the display decides how to draw it)."""
+
+    def phase(self, text: str) -> None: ...
+
+    def counts(self, placed: int, allocated: int, shipped: int, total: int) -> None: ...
+
+
+@dataclass
+class Bench:
+    scenario: Scenario
+    settings: Settings
+    options: BenchOptions
+    live: Live = field(default_factory=Live)
+    placed: int = 0
+
+    def __post_init__(self) -> None:
+        self.orders = order_mix(self.scenario, self.options.orders, self.options.seed)
+        self.order_ids = [o.order_id for o in self.orders]
+        run_options = RunOptions(timeout_s=self.options.timeout_s, namespace=self.settings.namespace,
+                                 keep=self.options.keep, purge=not self.options.keep,
+                                 progress=lambda phase, done, total: self.live.phase(f"{phase} {done}/{total}"))
+        self.runner = ScenarioRun(self.scenario, self.settings, run_options)
+        if not self.options.workers:
+            self.runner.services = ServiceSet(self.settings, self.runner.locations, auto_workers=False)
+        self.services = self.runner.services
+
+    async def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        started_at = datetime.now(UTC)
+        try:
+            async with Publisher(self.settings, source="baton/bench") as publisher:
+                await self.runner.bring_up(publisher)
+            since = await end_offsets(self.settings)
+            load, completed, restarts, sampler = await self._load_and_settle()
+            self.live.phase("reading the topics back")
+            collected = await collect(self.settings, since)
+            self.live.phase("checking the invariants")
+            invariants = await self._invariants()
+            self.live.phase("raw baseline: aiokafka, then Kafka's ProducerPerformance")
+            traffic = traffic_summary(collected.traffic, len(self.orders))
+            baseline = await take_baseline(self.settings, traffic["total"]["records"],
+                                           round(traffic["average_record_bytes"] or 500))
+            document = self._document(started_at, time.monotonic() - started, completed, load, collected, sampler,
+                                      baseline, restarts, invariants)
+            self._write(document, collected, self.options.out_dir or default_out_dir(started_at))
+            return document
+        finally:
+            self.live.phase("stopping the services" if not self.options.keep else "leaving the services running")
+            await self.runner.finish()
+
+    async def _load_and_settle(self) -> tuple[LoadReport, bool, Chaos | None, ResourceSampler]:
+        done = asyncio.Event()
+        sampler = ResourceSampler(bench_pids(self.settings, self.services))
+        sampling = asyncio.create_task(sampler.run(done))
+        chaos = self._chaos()
+        chaos_task = asyncio.create_task(chaos.run(done)) if chaos else None
+        async with StatusTail(self.settings) as tail:
+            watching = asyncio.create_task(self._watch(tail, done))
+            load = await LoadDriver(self.settings, self.orders, self.options.rate, self._on_sent).run()
+            self.live.phase("settling")
+            completed = await self._wait_settled(tail)
+            done.set()
+            await watching
+        if chaos_task:
+            self.live.phase("waiting for the restarted services to be back")
+            await chaos_task
+        await sampling
+        return load, completed, chaos, sampler
+
+    def _chaos(self) -> Chaos | None:
+        if not self.options.kills:
+            return None
+        window = self.options.kill_window_s or max(
+            MIN_CHAOS_WINDOW_S, len(self.orders) / (self.options.rate or BURST_CHAOS_ORDERS_PER_S))
+        return Chaos(self.services, self.options.kills, seed=self.options.seed, duration_s=window)
+
+    def _on_sent(self, placed: int) -> None:
+        self.placed = placed
+
+    async def _watch(self, tail: StatusTail, done: asyncio.Event) -> None:
+        while not done.is_set():
+            self.live.counts(self.placed, tail.count_in(self.order_ids, ALLOCATED_OR_LATER),
+                             len(tail.timeline.shipped), len(self.orders))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.5)
+
+    async def _wait_settled(self, tail: StatusTail) -> bool:
+        """Every order as far as it goes (settled, or with the warehouses when nobody works), all caught up."""
+        target = SETTLED if self.options.workers else SETTLED_WITHOUT_WORKERS
+        deadline = time.monotonic() + self.options.timeout_s
+        while tail.count_in(self.order_ids, frozenset(target)) < len(self.order_ids):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return await wait_caught_up(self.settings, self.runner.locations,
+                                    timeout_s=max(5.0, deadline - time.monotonic()))
+
+    async def _invariants(self) -> InvariantReport:
+        expected = dataclasses.replace(
+            Expected.from_scenario(self.scenario, self.settings.namespace), order_ids=tuple(self.order_ids),
+            settled_statuses=frozenset(SETTLED if self.options.workers else SETTLED_WITHOUT_WORKERS))
+        return await check_invariants_from_topics(self.settings, expected)
+
+    def _document(self, started_at: datetime, elapsed_s: float, completed: bool, load: LoadReport,
+                  collected: Collected, sampler: ResourceSampler, baseline: dict[str, Any], chaos: Chaos | None,
+                  invariants: InvariantReport) -> dict[str, Any]:
+        raw = baseline["raw_aiokafka"]["records_per_s"]
+        figures = build_figures(collected.timeline, collected.traffic, sampler.cpu_seconds(), sampler.peak_rss, raw)
+        dead_letters = sum(t.records for t in collected.traffic if t.topic.endswith(".deadletter.v1"))
+        return {
+            "bench": {
+                "command": self.options.command, "network": self.scenario.name, "namespace": self.settings.namespace,
+                "mode": load.mode, "orders": len(self.orders), "rate": self.options.rate,
+                "workers": self.options.workers, "started_at": started_at.isoformat(), "code": code_version(),
+                "machine": machine(),
+            },
+            "completed": completed,
+            "elapsed_s": elapsed_s,
+            "load": load.to_dict(),
+            "figures": figures,
+            "baseline": baseline,
+            "chaos": None if chaos is None else {
+                "kills": [f"{k.service}:{k.times}" for k in chaos.plans],
+                "restarts": [r.as_json() for r in chaos.restarts], "skipped": chaos.skipped},
+            "invariants": invariants.as_json(),
+            "dead_letters": dead_letters,
+        }
+
+
+    def _write(self, document: dict[str, Any], collected: Collected, out_dir: Path) -> None:
+        """The JSON and the PNG side by side; their paths go into the document."""
+        title = (f"{document['bench']['network']}: {len(self.orders)} orders, {document['load']['mode']}"
+                 f"{'' if self.options.workers else ', no workers'} (code {document['bench']['code']})")
+        png = plot_run(collected.timeline, out_dir / "bench.png", title)
+        document["files"] = {"json": str(out_dir / "bench.json"), "png": str(png)}
+        (out_dir / "bench.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def machine() -> dict[str, Any]:
+    return {"cores": psutil.cpu_count(logical=True), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "cpu": platform.processor() or platform.machine(), "system": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version()}
+
+
+def code_version() -> str | None:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True,
+                              text=True, check=True).stdout.strip() or None
+    return None
+
+
+def exit_status(document: dict[str, Any]) -> int:
+    if not document["invariants"]["ok"]:
+        return EXIT_INVARIANT_BROKEN
+    return EXIT_OK if document["completed"] else EXIT_TIMEOUT
+
+
+def default_out_dir(started_at: datetime) -> Path:
+    return Path(os.environ.get("BATON_BENCH_DIR", project_root() / ".baton" / "bench")) / started_at.strftime(
+        "%Y%m%d-%H%M%S")
+
+
+__all__ = ["Bench", "BenchOptions", "Live", "exit_status"]
