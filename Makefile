@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv stack-up stack-down stack-status test lint demo
+.PHONY: venv stack-up stack-down stack-status test lint demo bench
 
 venv: $(STAMP)
 
@@ -32,3 +32,12 @@ lint: venv
 
 demo: venv
 	$(BIN)/baton demo
+
+# A default bench (2,000 orders, auto-workers), recorded as `current` in docs/benchmarks.md (figures, command,
+# machine, date). The page is rewritten even when an invariant broke; make then fails with the bench's status.
+BENCH_ORDERS ?= 2000
+BENCH_OUT := .baton/bench/make
+bench: venv
+	rm -rf $(BENCH_OUT)
+	$(BIN)/baton bench --orders $(BENCH_ORDERS) --out $(BENCH_OUT); status=$$?; \
+	  $(BIN)/python -m baton.bench.docs --record $(BENCH_OUT)/bench.json --label current && exit $$status
