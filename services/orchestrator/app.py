@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import RedisError
 
 from schemas.base import Message
 from schemas.envelope import Envelope
@@ -52,6 +53,8 @@ SERVICE = "orchestrator"
 INBOX = (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS)
 ORDERS = "orders"
 CAPACITY = "capacity"
+VIEWS_PER_PIPELINE = 500
+VIEW_WRITE_ATTEMPTS = 8
 REFIRE_AFTER_S = 10.0  # a deadline sent but still open (its transaction aborted?) is sent again after this
 log = get_logger(__name__)
 
@@ -279,6 +282,13 @@ class Orchestrator(StreamService):
             deadlines.track(order_id, _DeadlineOnly.model_validate_json(raw).deadline)
         self.deadlines[ctx.task] = deadlines
         self.capacity.assigned(ctx.task, ctx.store(CAPACITY))
+        if stored:
+            # a crash between a commit and its Redis write left those orders' views behind: write every view
+            # again from the restored store, in the after-commit queue so that no older view lands after a newer
+            async def resync() -> None:
+                await self.resync_views(ctx.task, orders, [order_id for order_id, _ in stored])
+
+            ctx.after_commit(resync)
         log.info("task_assigned", task=ctx.task, orders=len(stored), deadlines=len(deadlines.due))
 
     def on_revoked(self, task: int) -> None:
@@ -360,7 +370,25 @@ class Orchestrator(StreamService):
                 deadlines.track(order_id, deadline)
         self.capacity.commit(task, batch.capacity)
         if batch.views:
-            await self.read_model.write_orders(batch.views.values())
+            await self.write_views(list(batch.views.values()))
+
+    async def resync_views(self, task: int, orders: Store[OrderState], order_ids: list[str]) -> None:
+        started = time.monotonic()
+        for start in range(0, len(order_ids), VIEWS_PER_PIPELINE):
+            states = (orders.committed_value(order_id) for order_id in order_ids[start:start + VIEWS_PER_PIPELINE])
+            await self.write_views([state.view() for state in states if state is not None])
+        log.info("views_resynced", task=task, orders=len(order_ids), seconds=round(time.monotonic() - started, 3))
+
+    async def write_views(self, views: list[dict[str, Any]]) -> None:
+        """One pipeline; Redis hiccups are retried (a view never written would show an order stuck)."""
+        for attempt in range(VIEW_WRITE_ATTEMPTS):
+            try:
+                await self.read_model.write_orders(views)
+                return
+            except (OSError, RedisError) as exc:
+                log.warning("views_write_failed", attempt=attempt + 1, error=repr(exc))
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        await self.read_model.write_orders(views)
 
 
 def build(settings: Settings, web_port: int | None = None) -> tuple[Orchestrator, web.Application | None]:

@@ -287,3 +287,19 @@ def test_a_message_the_saga_never_acts_on_writes_no_changelog_record_and_no_view
     driver.feed(ItemsPicked(request_id=request["request_id"], order_id="O-1", location="WH-NEAR",
                             lines=request["lines"], task_id="O-1/pick"), WMS_EVENTS.name)
     assert driver.commit() == [] and driver.changelogs[ORDERS] == [] and len(read_model.writes) == writes
+
+
+def test_views_are_written_again_from_the_restored_store_once_a_task_is_assigned() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.feed(placed("O-2"), ORDERS_INBOUND.name)
+    driver.commit()  # then a crash before the views reached Redis
+    restarted, read_model = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    fresh = Driver(restarted)
+    for key, raw in driver.changelogs[ORDERS]:
+        fresh.stores[ORDERS].restore(key, raw)
+    fresh.assign()
+    fresh.commit()
+    assert sorted(view["order_id"] for write in read_model.writes for view in write) == ["O-1", "O-2"]
