@@ -1,10 +1,11 @@
 """Simulated workers (``--auto``) as a plain loop beside the node, in the same process.
 
 They read the location's task topic (read committed: only tasks the node really committed) and confirm every
-new task through the node's inbox, as people would. Each batch is one Kafka transaction: the confirmations and
-the task topic's consumed offsets, committed in the node's consumer group (so the namespace's lag covers the
-task topic too). A crash before the commit leaves nothing, and the batch is worked again from the committed
-offsets with the same derived command ids (the node dedups them anyway).
+new task through the node's inbox, as people would: each confirmation is sent (idempotent producer, no
+transaction, so a worker killed part-way never holds the node's inbox behind an open transaction) and, once
+every confirmation of a batch is delivered, the batch's offsets are committed in the node's consumer group (so
+the namespace's lag covers the task topic too), in an offsets-only transaction. A crash in between confirms
+some tasks again with the same derived command ids; the node applies a command id once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import traceback
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -61,20 +62,27 @@ class AutoWorkers:
             bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, transactional_id=f"{self.group}-auto-workers",
-            enable_idempotence=True, acks="all", linger_ms=5,
-        )
+        # confirmations go out idempotently, outside any transaction: an open transaction on the node's inbox
+        # (a worker killed part-way) would hold every later message of the inbox from the node until it timed out
+        sender = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+        # the task topic's offsets are committed in the node's group in offsets-only transactions (a consumer
+        # outside the group cannot commit in it otherwise)
+        committer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, transactional_id=f"{self.group}-auto-workers",
+                                     enable_idempotence=True, acks="all")
         await consumer.start()
-        await producer.start()
+        await sender.start()
+        await committer.start()
         try:
-            consumer.assign(await self._partitions())  # no group membership: the node's engine has it
+            partitions = await self._partitions()
+            consumer.assign(partitions)  # no group membership: the node's engine has it
+            log.info("auto_workers_started", partitions=len(partitions), pace_s=self.worker.behaviour.pace_s)
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=200)
+                batches = await consumer.getmany(timeout_ms=500, max_records=50)
                 if batches:
-                    await self._confirm_batch(producer, batches)
+                    await self._confirm_batch(sender, committer, batches)
         finally:
-            await producer.stop()
+            await committer.stop()
+            await sender.stop()
             await consumer.stop()
 
     async def _partitions(self) -> list[TopicPartition]:
@@ -91,23 +99,27 @@ class AutoWorkers:
         finally:
             await admin.close()
 
-    async def _confirm_batch(self, producer: AIOKafkaProducer,
+    async def _confirm_batch(self, sender: AIOKafkaProducer, committer: AIOKafkaProducer,
                              batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Confirm the batch's new tasks (each sent as soon as it is done), wait until every confirmation is
+        delivered, then commit the offsets. A crash in between confirms some tasks again, with the same command
+        ids: the node applies a command id once."""
         before = copy.deepcopy(self.worker)  # short picks happen once: not if this batch is thrown away
         try:
-            confirms = [c for records in batches.values() for c in await self._work_through(records)]
-            async with producer.transaction():
-                for key, value in confirms:
-                    await producer.send(self.inbox, value, key=key)
+            sent = []
+            for records in batches.values():
+                async for key, value in self._work_through(records):
+                    sent.append(await sender.send(self.inbox, value, key=key))
+            await asyncio.gather(*sent)
+            async with committer.transaction():
                 offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                await producer.send_offsets_to_transaction(offsets, self.group)
+                await committer.send_offsets_to_transaction(offsets, self.group)
         except BaseException:
             self.worker = before  # the loop starts over from the committed offsets
             raise
-        self.confirmed += len(confirms)
+        self.confirmed += len(sent)
 
-    async def _work_through(self, records: Iterable[ConsumerRecord]) -> list[Confirm]:
-        out = []
+    async def _work_through(self, records: Iterable[ConsumerRecord]) -> AsyncIterator[Confirm]:
         for record in records:
             try:
                 envelope, message = decode(record.value)
@@ -121,5 +133,4 @@ class AutoWorkers:
             reply = envelope_for(confirm, source=f"baton/wms/{self.worker.location}/auto-workers",
                                  correlationid=envelope.correlationid, causationid=envelope.id,
                                  event_id=derived_id(envelope.id, "auto-confirm"))
-            out.append((confirm.order_id.encode(), encode(reply)))
-        return out
+            yield confirm.order_id.encode(), encode(reply)
