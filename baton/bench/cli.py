@@ -45,7 +45,8 @@ def bench_command(
 ) -> None:
     """Bring the network up, place the load, wait until it settled, report every figure from the topics."""
     err = Console(stderr=True)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # metadata chatter while topics are created
+    # "Topic ... not found in cluster metadata", logged as an error while the run's fresh topics propagate
+    logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
     count = _order_count(orders, rate, duration, err)
     try:
         plans = [KillPlan.parse(text) for text in kill]
