@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.base import Message
 from schemas.inventory import (
+    AvailabilityChanged,
     BackorderFilled,
     ReservationConsumed,
     ReservationExpired,
@@ -24,7 +25,7 @@ from schemas.inventory import (
     StockReserved,
 )
 from schemas.orders import TERMINAL_STATUSES
-from schemas.topics import INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
+from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
 from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import read_topic
@@ -368,13 +369,34 @@ async def gather_facts(
         if orders is None:
             views = await read_model.read_orders(list(expected.order_ids))
             orders = {oid: view or {"status": "unknown", "lines": [], "shipments": []} for oid, view in views.items()}
-        if stock is None:
-            stock = read_stock(await read_model.read_availability(expected.skus or await read_model.all_skus()))
     finally:
         await read_model.close()
+    if stock is None:
+        changes = await _messages(settings, full_topic_name(settings, INVENTORY_AVAILABILITY), (AvailabilityChanged,))
+        stock = latest_positions([c for c in changes if isinstance(c, AvailabilityChanged)], expected.skus)
     reservations = await _messages(settings, full_topic_name(settings, INVENTORY_RESERVATIONS), RESERVATION_EVENTS)
     movements = await _messages(settings, full_topic_name(settings, INVENTORY_MOVEMENTS), (StockMoved,))
     return Facts(orders, stock, reservations, [m for m in movements if isinstance(m, StockMoved)])
+
+
+def latest_positions(
+    changes: Iterable[AvailabilityChanged], skus: Iterable[str] = ()
+) -> dict[str, dict[str, dict[str, int]]]:
+    """The newest availability of each position (by ledger version), as committed with the ledger's state.
+
+    Read from the topic rather than the read model: the Redis views are written after each commit, so right
+    after a run caught up they can still show an older position. ``skus`` (when given) keeps only those.
+    """
+    wanted = set(skus)
+    newest: dict[StockKey, AvailabilityChanged] = {}
+    for change in changes:
+        key = (change.location, change.sku)
+        if (not wanted or change.sku in wanted) and (key not in newest or change.version >= newest[key].version):
+            newest[key] = change
+    docs: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (location, sku), change in newest.items():
+        docs[sku][location] = change.model_dump()
+    return read_stock(docs)
 
 
 def read_stock(docs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, int]]]:

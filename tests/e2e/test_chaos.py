@@ -14,7 +14,7 @@ from baton.processes import ServiceSet
 from baton.publish import Publisher
 from schemas.topics import ORDERS_INBOUND
 from services.runtime.settings import Settings
-from tests.support import order_statuses, running_services, ship_order, wait_for, warehouse
+from tests.support import order_statuses, quiescent, running_services, ship_order, wait_for, warehouse
 
 pytestmark = pytest.mark.e2e
 ORDERS = 150
@@ -66,4 +66,6 @@ async def _load_under_chaos(settings: Settings, chaos: Chaos) -> list[str]:
 
     await wait_for(all_shipped, 120, "every order shipped",
                    explain=lambda: order_statuses(settings, order_ids))
+    # the shipments' follow-up (stock consumed) comes after the status: wait until every service caught up
+    assert await quiescent(settings, [loc.id for loc in LOCATIONS])
     return order_ids

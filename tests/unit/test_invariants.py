@@ -9,12 +9,14 @@ from baton.invariants import (
     Facts,
     InvariantReport,
     check_invariants,
+    latest_positions,
     open_holds,
     read_stock,
 )
 from baton.scenario.model import parse_scenario
 from schemas.base import Message
 from schemas.inventory import (
+    AvailabilityChanged,
     BackorderFilled,
     ReservationConsumed,
     ReservationExpired,
@@ -262,3 +264,16 @@ def test_availability_documents_become_positions() -> None:
     docs = {"TEE-M": {"WH-PAR": {"on_hand": 3, "reserved": 1, "available": 2, "version": 7}}}
     assert read_stock(docs) == {"WH-PAR": {"TEE-M": {"on_hand": 3, "reserved": 1, "available": 2,
                                                       "incoming": 0, "safety_stock": 0}}}
+
+
+def test_the_newest_committed_availability_of_each_position_is_the_stock() -> None:
+    def change(location: str, on_hand: int, version: int, sku: str = "TEE-M") -> AvailabilityChanged:
+        return AvailabilityChanged(sku=sku, location=location, on_hand=on_hand, reserved=1, safety_stock=0,
+                                   available=on_hand - 1, version=version)
+
+    changes = [change("WH-PAR", 10, 1), change("WH-PAR", 8, 3), change("WH-PAR", 9, 2), change("ST-LYO", 4, 2),
+               change("WH-PAR", 5, 1, sku="MUG-1")]
+    stock = latest_positions(changes, skus=["TEE-M"])
+    assert {loc: {sku: p["on_hand"] for sku, p in skus.items()} for loc, skus in stock.items()} == {
+        "WH-PAR": {"TEE-M": 8}, "ST-LYO": {"TEE-M": 4}}
+    assert latest_positions(changes)["WH-PAR"]["MUG-1"]["on_hand"] == 5
