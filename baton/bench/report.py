@@ -104,7 +104,7 @@ def order_outcomes(timeline: OrderTimeline) -> dict[str, int]:
         "rejected": len(rejected),
         "still_open": len(placed - allocated - rejected),
         "shipped": len(shipped),
-        "settled_unseen": len(placed - set(timeline.final_status)),
+        "no_status_seen": len(placed - set(timeline.final_status)),
     }
 
 

@@ -77,7 +77,7 @@ def test_every_order_counted_once_allocated_rejected_or_open() -> None:
     timeline.observe_status("O-7", "accepted", 12.0)  # still open, as are 8 and 9 (never seen)
     outcomes = order_outcomes(timeline)
     assert outcomes == {"placed": 10, "allocated": 6, "rejected": 1, "still_open": 3, "shipped": 3,
-                        "settled_unseen": 2}
+                        "no_status_seen": 2}
     assert outcomes["placed"] == outcomes["allocated"] + outcomes["rejected"] + outcomes["still_open"]
     assert timeline.allocated["O-0"] == 11.0 and timeline.shipped["O-0"] == 30.0
 
