@@ -31,7 +31,9 @@ class ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "baton", "run", *self.args],
-            env=env,
+            # static membership: restarted after a crash, the process takes its tasks back at once instead of
+            # waiting for the dead one's session to expire (the id is unique per process of the namespace)
+            env={**env, "BATON_INSTANCE_ID": self.name},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
