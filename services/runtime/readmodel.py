@@ -32,6 +32,20 @@ return 1
 """
 
 
+# SET key doc unless the stored doc has the same or a higher "version" (ARGV: doc, version)
+_SET_IF_NEWER = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local ok, doc = pcall(cjson.decode, stored)
+  if ok and type(doc) == 'table' and doc['version'] and tonumber(doc['version']) >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 class ReadModel:
     def __init__(self, redis_url: str, namespace: str) -> None:
         self.redis = aioredis.from_url(redis_url)
@@ -49,6 +63,18 @@ class ReadModel:
         for view in views:
             ids.append(view["order_id"])
             pipe.set(self._key("order", view["order_id"]), orjson.dumps(view))
+        if ids:
+            pipe.sadd(self._key("orders"), *ids)
+            await pipe.execute()
+
+    async def write_orders_if_newer(self, views: Iterable[Mapping[str, Any]]) -> None:
+        """Like ``write_orders``, but a view never replaces one of the same or a higher ``version`` (re-syncs
+        running beside the live writes)."""
+        pipe = self.redis.pipeline(transaction=False)
+        ids = []
+        for view in views:
+            ids.append(view["order_id"])
+            pipe.eval(_SET_IF_NEWER, 1, self._key("order", view["order_id"]), orjson.dumps(view), view["version"])
         if ids:
             pipe.sadd(self._key("orders"), *ids)
             await pipe.execute()
