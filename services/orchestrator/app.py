@@ -283,12 +283,13 @@ class Orchestrator(StreamService):
         self.deadlines[ctx.task] = deadlines
         self.capacity.assigned(ctx.task, ctx.store(CAPACITY))
         if stored:
-            # a crash between a commit and its Redis write left those orders' views behind: write every view
-            # again from the restored store, in the after-commit queue so that no older view lands after a newer
-            async def resync() -> None:
-                await self.resync_views(ctx.task, orders, [order_id for order_id, _ in stored])
-
-            ctx.after_commit(resync)
+            # a crash between a commit and its Redis write left those orders' views behind: every view is written
+            # again from the restored store, in the background (live views are not held up behind 100,000 of
+            # them), never over a newer one
+            resync = self.resync_views(ctx.task, orders, [order_id for order_id, _ in stored])
+            running = asyncio.get_running_loop().create_task(resync, name=f"views of task {ctx.task}")
+            self.background.add(running)
+            running.add_done_callback(self.background.discard)
         log.info("task_assigned", task=ctx.task, orders=len(stored), deadlines=len(deadlines.due))
 
     def on_revoked(self, task: int) -> None:
@@ -376,19 +377,20 @@ class Orchestrator(StreamService):
         started = time.monotonic()
         for start in range(0, len(order_ids), VIEWS_PER_PIPELINE):
             states = (orders.committed_value(order_id) for order_id in order_ids[start:start + VIEWS_PER_PIPELINE])
-            await self.write_views([state.view() for state in states if state is not None])
+            await self.write_views([state.view() for state in states if state is not None], only_newer=True)
         log.info("views_resynced", task=task, orders=len(order_ids), seconds=round(time.monotonic() - started, 3))
 
-    async def write_views(self, views: list[dict[str, Any]]) -> None:
+    async def write_views(self, views: list[dict[str, Any]], *, only_newer: bool = False) -> None:
         """One pipeline; Redis hiccups are retried (a view never written would show an order stuck)."""
+        write = self.read_model.write_orders_if_newer if only_newer else self.read_model.write_orders
         for attempt in range(VIEW_WRITE_ATTEMPTS):
             try:
-                await self.read_model.write_orders(views)
+                await write(views)
                 return
             except (OSError, RedisError) as exc:
                 log.warning("views_write_failed", attempt=attempt + 1, error=repr(exc))
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-        await self.read_model.write_orders(views)
+        await write(views)
 
 
 def build(settings: Settings, web_port: int | None = None) -> tuple[Orchestrator, web.Application | None]:

@@ -3,6 +3,7 @@ sends, what reaches the read model after the commit, deadlines and capacity acro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,9 +30,13 @@ class FakeReadModel:
 
     def __init__(self) -> None:
         self.writes: list[list[dict[str, Any]]] = []
+        self.resynced: list[dict[str, Any]] = []
 
     async def write_orders(self, views: Iterable[Mapping[str, Any]]) -> None:
         self.writes.append([dict(v) for v in views])
+
+    async def write_orders_if_newer(self, views: Iterable[Mapping[str, Any]]) -> None:
+        self.resynced.extend(dict(v) for v in views)
 
     async def close(self) -> None:
         pass
@@ -54,7 +59,12 @@ class Driver:
         self.changelogs: dict[str, list[tuple[str, bytes | None]]] = {}
 
     def assign(self) -> None:
-        self.service.on_assigned(self.ctx)
+        """As the engine does, inside the event loop (its background work is cancelled when the loop ends)."""
+
+        async def assign() -> None:
+            self.service.on_assigned(self.ctx)
+
+        asyncio.run(assign())
 
     def feed(self, message: Message, topic: str, at: datetime = T0, event_id: str | None = None) -> None:
         envelope = envelope_for(message, source="tests", correlationid=message.subject(), causationid=None,
@@ -70,7 +80,6 @@ class Driver:
         for name, store in self.stores.items():
             store.committed(self.changelogs[name])
         out, after = self.ctx.take()
-        import asyncio
 
         async def run_after() -> None:
             for work in after:
@@ -300,6 +309,10 @@ def test_views_are_written_again_from_the_restored_store_once_a_task_is_assigned
     fresh = Driver(restarted)
     for key, raw in driver.changelogs[ORDERS]:
         fresh.stores[ORDERS].restore(key, raw)
-    fresh.assign()
-    fresh.commit()
-    assert sorted(view["order_id"] for write in read_model.writes for view in write) == ["O-1", "O-2"]
+
+    async def assign_and_let_the_resync_run() -> None:
+        restarted.on_assigned(fresh.ctx)
+        await asyncio.gather(*restarted.background)
+
+    asyncio.run(assign_and_let_the_resync_run())
+    assert sorted(view["order_id"] for view in read_model.resynced) == ["O-1", "O-2"]
