@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from baton.bench.chaos import BackClock, Restart, kill_and_time
 from baton.invariants import (
@@ -54,7 +53,7 @@ from services.orchestrator.domain.rules import parse_rule_set
 from services.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
 from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
-from services.runtime.replay import topic_partitions
+from services.runtime.replay import read_topic
 from services.runtime.settings import Settings
 
 SETTLED = SETTLED_STATUSES
@@ -328,17 +327,8 @@ def _order_result(view: dict[str, Any] | None) -> dict[str, Any]:
 
 
 async def count_messages(settings: Settings, topic: str) -> int:
-    """How many messages a topic holds (sum of its partitions' end offsets)."""
-    partitions = (await topic_partitions(settings, [topic])).get(topic, [])
-    if not partitions:
-        return 0
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
+    """How many committed messages a topic holds (end offsets would count transaction markers too)."""
+    return len(await read_topic(settings, topic))
 
 
 __all__ = ["CollectedStep", "RunOptions", "run_scenario"]
