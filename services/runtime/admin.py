@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
@@ -88,10 +89,11 @@ def planned_topics(settings: Settings, locations: Iterable[str] = ()) -> list[Pl
     return out + changelog_topics(settings, locations)
 
 
-async def _delete_group(admin: AIOKafkaAdminClient, group: str) -> None:
-    """aiokafka's admin client has no delete_consumer_groups: send DeleteGroups to the group's coordinator."""
+async def _delete_group(admin: AIOKafkaAdminClient, client: AIOKafkaClient, group: str) -> None:
+    """aiokafka's admin client has no delete_consumer_groups: send DeleteGroups to the group's coordinator
+    through the public client (no private member of the admin client)."""
     coordinator = await admin.find_coordinator(group)
-    await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))
+    await client.send(coordinator, DeleteGroupsRequest([group]))
 
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
@@ -125,8 +127,14 @@ async def delete_namespace(settings: Settings) -> tuple[list[str], list[str]]:
         if topics:
             await admin.delete_topics(topics)
         groups = [str(g[0]) for g in await admin.list_consumer_groups() if str(g[0]).startswith(prefixes)]
-        for group in groups:
-            await _delete_group(admin, group)
+        if groups:
+            client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+            await client.bootstrap()
+            try:
+                for group in groups:
+                    await _delete_group(admin, client, group)
+            finally:
+                await client.close()
         return topics, groups
     finally:
         await admin.close()
