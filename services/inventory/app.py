@@ -9,7 +9,7 @@ in one transaction. Nothing here waits on the network while commands are applied
 - timed holds the orchestrator did not expire are expired by the service itself (``ExpireReservation`` to its
   own command topic, in the transaction of a timer) from an in-memory index of each task's holds;
 - when a task is assigned (after its store was restored), the index and the Redis read model are rebuilt
-  from the store, the read model in the background;
+  from the store in the background (the task processes meanwhile; what its batches commit is newer);
 - with a web port, ``GET /stock/{sku}`` answers from the ledgers as last committed (``services.inventory.web``).
 """
 
@@ -36,6 +36,7 @@ from services.runtime.settings import Settings
 
 SERVICE = "inventory"
 LEDGERS = "ledgers"
+REBUILD_CHUNK = 50  # ledgers decoded between two looks at the loop while a task's views are rebuilt
 log = get_logger(__name__)
 
 
@@ -78,6 +79,7 @@ class InventoryService(StreamService):
         self.ledger_stores: dict[int, Store[SkuLedger]] = {}
         self.batches: dict[int, tuple[BatchViews, object]] = {}  # task -> (its batch's views, their flush)
         self.background: set[asyncio.Task[None]] = set()
+        self.rebuilds: set[asyncio.Task[None]] = set()
 
     def inputs(self) -> list[str]:
         return [self.settings.topic(INVENTORY_COMMANDS.resolve())]
@@ -97,14 +99,30 @@ class InventoryService(StreamService):
     def on_assigned(self, ctx: TaskContext) -> None:
         store: Store[SkuLedger] = ctx.store(LEDGERS)
         expiries = Expiries()
-        positions: list[AvailabilityChanged] = []
-        for _, ledger in store.items():
-            expiries.track(ledger)
-            positions.extend(ledger.availability(location) for location in ledger.locations())
         self.ledger_stores[ctx.task] = store
         self.expiries[ctx.task] = expiries
-        self.writer.offer(positions)  # the read model again from the restored store, in the background
-        log.info("task_assigned", task=ctx.task, skus=len(store), positions=len(positions))
+        # decoding every ledger takes a while: in the background, so that the task processes at once
+        rebuild = asyncio.get_running_loop().create_task(self.rebuild_views(ctx.task, store, expiries))
+        self.rebuilds.add(rebuild)
+        rebuild.add_done_callback(self.rebuilds.discard)
+
+    async def rebuild_views(self, task: int, store: Store[SkuLedger], expiries: Expiries) -> None:
+        """The holds to expire and the Redis read model again from a task's restored ledgers."""
+        positions: list[AvailabilityChanged] = []
+        skus = list(store.keys())
+        for done, sku in enumerate(skus, start=1):
+            if self.expiries.get(task) is not expiries:
+                return  # revoked (or assigned again) meanwhile
+            ledger = store.committed_value(sku)
+            if ledger is not None:
+                expiries.track_if_unknown(ledger)
+                positions.extend(ledger.availability(location) for location in ledger.locations())
+            if done % REBUILD_CHUNK == 0:
+                self.writer.offer(positions)
+                positions = []
+                await asyncio.sleep(0)  # let the batches go on
+        self.writer.offer(positions)
+        log.info("task_views_rebuilt", task=task, skus=len(skus))
 
     def on_revoked(self, task: int) -> None:
         self.ledger_stores.pop(task, None)

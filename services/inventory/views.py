@@ -34,15 +34,23 @@ class Expiries:
     def __init__(self) -> None:
         self.by_sku: dict[str, list[Deadline]] = {}
         self.sent: dict[str, datetime] = {}  # reservation id -> when its ExpireReservation was last sent
+        self.tracked: set[str] = set()  # SKUs whose holds are known (so a late rebuild leaves them alone)
 
     def track(self, ledger: SkuLedger) -> None:
+        self.tracked.add(ledger.sku)
         deadlines = ledger.deadlines()
         if deadlines:
             self.by_sku[ledger.sku] = deadlines
         elif self.by_sku.pop(ledger.sku, None) is None:
             return
-        live = {rid for items in self.by_sku.values() for _, rid, _ in items}
-        self.sent = {rid: at for rid, at in self.sent.items() if rid in live}
+        if self.sent:
+            live = {rid for items in self.by_sku.values() for _, rid, _ in items}
+            self.sent = {rid: at for rid, at in self.sent.items() if rid in live}
+
+    def track_if_unknown(self, ledger: SkuLedger) -> None:
+        """From the store when a task is assigned: what a committed batch tracked since is newer."""
+        if ledger.sku not in self.tracked:
+            self.track(ledger)
 
     def due(self, now: datetime) -> list[Emit]:
         """``ExpireReservation`` for every hold lapsed more than the grace ago, not sent recently."""
