@@ -51,6 +51,7 @@ from services.runtime.topicnames import full_topic_name, spec_named
 log = get_logger(__name__)
 
 FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+PROGRESS_EVERY_S = 30.0
 # Errors caused by what a batch would write, not by Kafka's state: retrying the same batch fails again.
 UNWRITABLE = (
     MessageSizeTooLargeError,
@@ -70,6 +71,16 @@ def unwritable(error: BaseException) -> bool:
 
 def changelog_topic(settings: Settings, service_name: str, store: str) -> str:
     return f"{settings.namespace}.{service_name}-{store}-changelog"
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 10.0) -> None:
+    """New topics are usable once every partition has a leader (else the first restore logs metadata errors)."""
+    deadline = time.monotonic() + timeout_s
+    while topics and time.monotonic() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(d.get("partitions") and all(p["leader"] >= 0 for p in d["partitions"]) for d in described):
+            return
+        await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -188,6 +199,7 @@ class Engine:
         assert self.consumer is not None
         interval = max(self.service.timer_interval_s, 0.01)
         next_timer = time.monotonic() + interval
+        next_progress = time.monotonic() + PROGRESS_EVERY_S
         poll_ms = min(self.config.poll_timeout_ms, int(interval * 1000))
         try:
             while not self.stopping.is_set():
@@ -203,6 +215,9 @@ class Engine:
                     if time.monotonic() >= next_timer:
                         next_timer = time.monotonic() + interval
                         await self._run_timers()
+                if time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + PROGRESS_EVERY_S
+                    log.info("engine_progress", tasks=sorted(self.tasks), **self.stats.__dict__)
         finally:
             await self._close()
 
@@ -235,6 +250,7 @@ class Engine:
                 raise RuntimeError(f"inputs of {self.service.name} are not co-partitioned (or missing): {counts}")
             self._partitions = next(iter(counts.values()))
             existing = set(await admin.list_topics())
+            created = []
             for spec in self.service.stores:
                 name = changelog_topic(self.settings, self.service.name, spec.name)
                 if name in existing:
@@ -245,6 +261,8 @@ class Engine:
                 )
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([topic])
+                created.append(name)
+            await _wait_for_leaders(admin, created)
         finally:
             await admin.close()
 
