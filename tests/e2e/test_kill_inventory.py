@@ -30,8 +30,8 @@ from tests.support import (
 
 pytestmark = pytest.mark.e2e
 ORDERS = 300
-KILLS_AT = (ORDERS // 4, ORDERS // 2)  # orders past reservation when each kill comes
-PACE = Pace(per_tick=5, tick_s=0.25)  # about 20 orders a second, once the first ones went through
+KILLS, FIRST_KILL_AT = 2, ORDERS // 4  # the first kill once this many orders got past reservation
+PACE = Pace(per_tick=5, tick_s=0.35)  # about 14 orders a second, once the first ones went through
 SKUS = ("TEE", "MUG", "CAP")
 STOCK = 400
 
@@ -60,13 +60,15 @@ async def _place_orders_and_kill(settings: Settings, services: ServiceSet) -> di
         statuses = (await order_statuses(settings, ids)).values()
         return sum(s not in (None, "accepted") for s in statuses)
 
-    for kill, progress in enumerate(KILLS_AT, start=1):
+    progress = FIRST_KILL_AT
+    for kill in range(1, KILLS + 1):
         await wait_for(lambda p=progress: _at_least(past_reservation, p), 90, f"{progress} orders allocated")
         services.services["inventory"].kill9()
         at_kill = await past_reservation()
         print(f"\nkill {kill}: inventory killed with {at_kill} of {ORDERS} orders past reservation")
         assert at_kill < ORDERS, "the orders were all through before the kill"
         services.restart("inventory")  # at once, as a supervisor would
+        progress = at_kill + ORDERS // 10  # the next kill once the restarted service is back at work
     await placing
 
     async def all_done() -> bool:
