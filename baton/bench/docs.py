@@ -126,6 +126,9 @@ raw** is the figure that carries from one machine to the next; absolute rates do
 Redis and every service share the same two cores (and, on the machine below, other sessions' tests
 shared them too, so the absolute figures are noisy).
 
+Columns named `before-*` were measured on commit `8993270`, the faust-streaming services as they were
+before issue 9's processing rewrite, from a git worktree of that commit with the bench package copied in.
+
 Regenerate with `make bench` (a default run, recorded as `current`), or record any run with
 `python -m baton.bench.docs --record DIR/bench.json --label NAME`. The raw JSON and the PNG of each
 run are in `docs/benchmarks/`.
