@@ -114,6 +114,7 @@ ROWS: list[Row] = [
     ("dead letters", lambda r: str(r["dead_letters"])),
     ("code, date", lambda r: f"`{r['bench']['code']}`, {r['bench']['started_at'][:16].replace('T', ' ')} UTC"),
     ("machine", lambda r: "{cores} cores, {memory_gb} GB, Python {python}".format(**r["bench"]["machine"])),
+    ("load average (1 min) at start / end", lambda r: "{start} / {end}".format(**r["bench"]["load_average_1m"])),
 ]
 
 HEADER = """# Benchmarks

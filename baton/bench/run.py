@@ -87,6 +87,7 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         started = time.monotonic()
         started_at = datetime.now(UTC)
+        self.load_average_start = os.getloadavg()[0]  # other work on the machine skews absolute rates: say how much
         try:
             async with Publisher(self.settings, source="baton/bench") as publisher:
                 await self.runner.bring_up(publisher)
@@ -173,6 +174,7 @@ class Bench:
                 "mode": load.mode, "orders": len(self.orders), "rate": self.options.rate,
                 "workers": self.options.workers, "started_at": started_at.isoformat(), "code": code_version(),
                 "machine": machine(),
+                "load_average_1m": {"start": round(self.load_average_start, 2), "end": round(os.getloadavg()[0], 2)},
             },
             "completed": completed,
             "elapsed_s": elapsed_s,
