@@ -192,3 +192,41 @@ async def test_an_input_whose_output_cannot_be_written_is_dead_lettered_alone(se
     letters = await dead_letters(settings)
     assert len(letters) == 1 and letters[0]["offset"] == 1
     assert "could not be written" in letters[0]["reason"] and "MessageSizeTooLarge" in letters[0]["reason"]
+
+
+async def test_tasks_move_with_their_state_when_instances_join_and_leave(settings: Settings) -> None:
+    """A second instance joins mid-flow (tasks revoked after their batch, moved), then the first leaves."""
+    await create_toy_topics(settings)
+    skus = [f"SKU-{i}" for i in range(40)]
+    rounds = 30
+
+    async def feed() -> None:
+        for n in range(rounds):
+            await publish(settings, [(s.encode(), toy_command(f"j-{s}-{n}", s, qty=1)) for s in skus])
+            await asyncio.sleep(0.2)
+
+    first = Engine(ToyCounter(settings), settings)
+    first_job = asyncio.create_task(first.run())
+    await asyncio.wait_for(first.started.wait(), timeout=60)
+    feeding = asyncio.create_task(feed())
+    await asyncio.sleep(1.5)
+    second = Engine(ToyCounter(settings), settings)
+    second_job = asyncio.create_task(second.run())
+    await asyncio.wait_for(second.started.wait(), timeout=60)
+    await asyncio.sleep(1.5)
+    assert first.tasks and second.tasks  # the work is shared
+    first.stop()
+    await asyncio.wait_for(first_job, timeout=60)
+    await feeding
+    try:
+        found = await outputs(settings, rounds * len(skus))
+        await asyncio.sleep(1)
+        found = await outputs(settings, rounds * len(skus))
+        assert sorted(second.tasks) == [0, 1, 2, 3]
+        counts = counts_of(second)
+    finally:
+        second.stop()
+        await asyncio.wait_for(second_job, timeout=60)
+    ids = [o["id"] for o in found]
+    assert len(ids) == len(set(ids)) == rounds * len(skus)
+    assert {s: counts[s] for s in skus} == {s: {"n": rounds, "total": rounds} for s in skus}
