@@ -23,6 +23,11 @@ def plot_run(timeline: OrderTimeline, path: Path, title: str) -> Path:
         counts = series[name] + [0] * (seconds - len(series[name]))  # a burst placed in one second still shows
         rates.plot(range(seconds), counts, label=name, color=colour, drawstyle="steps-post")
     rates.set(title="Orders per second", xlabel="seconds after the first order", ylabel="orders / s")
+    flow_peak = max((max(series[name], default=0) for name in ("allocated", "shipped")), default=0)
+    if max(series["placed"], default=0) > 3 * flow_peak > 0:  # a burst would flatten the flow: keep it off scale
+        rates.set_ylim(0, flow_peak * 1.5)
+        rates.annotate(f"placed: {len(timeline.placed):,} in a burst (off scale)", xy=(0.02, 0.95),
+                       xycoords="axes fraction", va="top", color="tab:gray")
     rates.legend()
     rates.grid(alpha=0.3)
     for name, end, colour in (("placed → allocated", timeline.allocated, "tab:blue"),
