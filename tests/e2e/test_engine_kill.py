@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from services.runtime.engine import changelog_topic
+from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings, project_root
 from tests.support_engine import TOY_IN, TOY_OUT, create_toy_topics, out_records, read_all, toy_command
 
@@ -48,21 +49,36 @@ class ToyProcess:
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
+    async def wait_heartbeat(self, timeout_s: float = 60.0) -> None:
+        """The runner's heartbeat in Redis carries this process's pid (what ``ServiceSet.wait_ready`` waits for)."""
+        assert self.process is not None
+        read_model = ReadModel(self.settings.redis_url, self.settings.namespace)
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while (await read_model.services()).get("toy-counter", {}).get("pid") != self.process.pid:
+                assert asyncio.get_running_loop().time() < deadline, f"no heartbeat; see {self.log_path}"
+                await asyncio.sleep(0.2)
+        finally:
+            await read_model.close()
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM; the exit status (None when it had to be killed or was not running)."""
+        status = None
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                status = self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         if self.log is not None:
             self.log.close()
+        return status
 
 
 def inputs() -> list[tuple[str, str]]:
@@ -132,7 +148,9 @@ async def test_kill_9_twice_every_input_applied_once(settings: Settings, static_
     await create_toy_topics(settings)
     toy = ToyProcess(settings, "toy-1", instance_id="1" if static_membership else None)
     toy.start()
+    stopped = None
     try:
+        await toy.wait_heartbeat()
         feeding = asyncio.create_task(feed(settings, duration_s=15))
         for _ in range(2):
             await asyncio.sleep(5)
@@ -140,9 +158,12 @@ async def test_kill_9_twice_every_input_applied_once(settings: Settings, static_
             toy.start()
         await feeding
         outputs = await settled_outputs(settings, timeout_s=120)
+        await toy.wait_heartbeat()
     finally:
-        toy.stop()
+        stopped = toy.stop()
     check_exactly_once(outputs, await state_in_changelog(settings), toy.log_path)
+    assert stopped == 0  # SIGTERM: the batch finished, producers closed, the group left, exit 0
+    assert '"engine_stopped"' in toy.log_path.read_text()
 
 
 async def test_two_instances_one_killed_mid_flow(settings: Settings) -> None:
