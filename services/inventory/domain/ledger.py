@@ -62,6 +62,11 @@ ReservationStatus = Literal["held", "refused", "released", "consumed", "expired"
 STOCK_LOST = "stock lost"
 SAFETY_RAISED = "safety stock raised"
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+# Ended reservations the ledger keeps (a repeated command about one re-derives its event); older ones are
+# forgotten, or the ledger, stored whole after every batch, would grow with every order of its SKU (about
+# 200 bytes each) until it no longer fits in a Kafka record. Pruned in steps of ENDED_SLACK.
+KEEP_ENDED = 500
+ENDED_SLACK = 100
 INVENTORY_COMMAND_TYPES = (
     ReserveStock,
     ReleaseReservation,
@@ -163,7 +168,19 @@ class SkuLedger(BaseModel):
             ids.append(natural)
             del ids[: max(0, len(ids) - self.applied.keep_ids)]
         self.version += 1
+        self._forget_old_ended()
         return emits
+
+    def _forget_old_ended(self) -> None:
+        """Keep the ``KEEP_ENDED`` most recent ended reservations (by creation) once there are too many."""
+        if len(self.reservations) <= KEEP_ENDED + ENDED_SLACK:
+            return
+        ended = [r for r in self.reservations.values() if r.status != "held"]
+        if len(ended) <= KEEP_ENDED + ENDED_SLACK:
+            return
+        ended.sort(key=lambda r: r.seq)
+        for res in ended[: len(ended) - KEEP_ENDED]:
+            del self.reservations[res.reservation_id]
 
     def _dispatch(self, command: Message, command_id: str) -> list[Emit]:
         match command:
