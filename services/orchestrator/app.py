@@ -303,7 +303,9 @@ class Orchestrator(StreamService):
         orders: Store[OrderState] = ctx.store(ORDERS)
         state = orders.get(order_id)
         version = state.version if state is not None else -1
-        snapshot = self.snapshot(ctx, state, message, envelope.time)
+        # the batch's time, not the message's: a deadline measures how long the saga has waited since it asked,
+        # and a backlog (a burst, a restart) must not eat that wait and turn every order into a re-plan
+        snapshot = self.snapshot(ctx, state, message, ctx.now)
         decision = OrderSaga(self.master.network, snapshot=snapshot).handle(state, message, envelope.id)
         if decision.state is None:
             log.info("ignored", type=envelope.type, order_id=order_id, why="no such order")
@@ -318,7 +320,7 @@ class Orchestrator(StreamService):
         batch.deadlines[order_id] = decision.state.deadline
         limits = self.master.limited_locations()
         if limits:
-            batch.capacity.update(self.capacity.count(ctx, decision.emits, limits, envelope.time.date().isoformat()))
+            batch.capacity.update(self.capacity.count(ctx, decision.emits, limits, ctx.now.date().isoformat()))
 
     def snapshot(self, ctx: TaskContext, state: OrderState | None, message: Message, now: datetime) -> Snapshot:
         snap = Snapshot(network=self.master.network, rules=self.master.rules, now=now)

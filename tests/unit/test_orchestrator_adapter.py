@@ -67,6 +67,8 @@ class Driver:
         asyncio.run(assign())
 
     def feed(self, message: Message, topic: str, at: datetime = T0, event_id: str | None = None) -> None:
+        """``message`` handled in a batch at ``at`` (sent then too)."""
+        self.ctx.now = at
         envelope = envelope_for(message, source="tests", correlationid=message.subject(), causationid=None,
                                 event_id=event_id, time=at)
         raw = encode(envelope)
@@ -316,3 +318,16 @@ def test_views_are_written_again_from_the_restored_store_once_a_task_is_assigned
 
     asyncio.run(assign_and_let_the_resync_run())
     assert sorted(view["order_id"] for view in read_model.resynced) == ["O-1", "O-2"]
+
+
+def test_a_deadline_runs_from_when_the_order_was_handled_not_from_when_it_was_placed() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    envelope = envelope_for(placed("O-1"), source="tests", correlationid="O-1", causationid=None,
+                            time=T0 - timedelta(minutes=5))  # placed during a backlog
+    raw = encode(envelope)
+    driver.ctx.now = T0
+    service.handle(driver.ctx, *decode(raw), Incoming("x", 0, 1, b"O-1", raw, 0))
+    driver.commit()
+    assert service.deadlines[0].due["O-1"].due > T0
