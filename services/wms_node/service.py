@@ -13,10 +13,12 @@ The timer (``on_timer``) releases due waves and lapsed claims by applying a ``No
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from schemas.base import Message
 from schemas.catalog import SkuConfigured
@@ -38,8 +40,59 @@ log = get_logger(__name__)
 Changes = list[tuple[str, str | None]]
 Replies = dict[str, dict[str, Any]]
 
-# The node's entities by key (site, journal, bins, sku:…, order:…, task:…, supply:…), as their JSON text.
-STATE = StoreSpec[str]("state", encode=str.encode, decode=bytes.decode)
+Bundle = dict[str, str]  # entity key -> its JSON text
+
+
+def bundle_of(key: str) -> str:
+    """The store key an entity lives under. An order and its requests' tasks (task ids start with the order id),
+    or a delivery and its tasks, share one: a worker's step changes the order, finishes one task and creates the
+    next, and that is one changelog record instead of three. The site, the journal, the bin map and each SKU
+    have their own (every batch changes the site; a SKU is changed by many orders)."""
+    kind, sep, name = key.partition(":")
+    if sep and kind in ("order", "task", "supply"):
+        return "work:" + name.split("/", 1)[0]
+    return key
+
+
+# The node's entities (site, journal, bins, sku:…, order:…, task:…, supply:…) as JSON text, in bundles.
+ENTITIES = StoreSpec[Bundle]("entities", encode=orjson.dumps, decode=orjson.loads)
+
+
+class Entities:
+    """The node's entities by their own keys, over a task's store of bundles."""
+
+    def __init__(self, store: Store[Bundle]) -> None:
+        self.store = store
+
+    def get(self, key: str) -> str | None:
+        bundle = self.store.get(bundle_of(key))
+        return None if bundle is None else bundle.get(key)
+
+    def committed(self, key: str) -> str | None:
+        """As of the last commit (for readers outside the batches)."""
+        bundle = self.store.committed_value(bundle_of(key))
+        return None if bundle is None else bundle.get(key)
+
+    def write(self, changes: Iterable[tuple[str, str | None]]) -> None:
+        """Put changed entities (None: removed); each bundle touched is put once, as a new value."""
+        touched: dict[str, Bundle] = {}
+        for key, value in changes:
+            name = bundle_of(key)
+            if name not in touched:
+                touched[name] = dict(self.store.get(name) or {})
+            if value is None:
+                touched[name].pop(key, None)
+            else:
+                touched[name][key] = value
+        for name, bundle in touched.items():
+            if bundle:
+                self.store.put(name, bundle)
+            else:
+                self.store.delete(name)
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        for _, bundle in self.store.items():
+            yield from bundle.items()
 
 
 class MasterData:
@@ -91,7 +144,7 @@ class CommitSink:
 
 
 class NodeService(StreamService):
-    stores = (STATE,)
+    stores = (ENTITIES,)
     timer_interval_s = 0.2
 
     def __init__(
@@ -131,7 +184,7 @@ class NodeService(StreamService):
     def on_assigned(self, ctx: TaskContext) -> None:
         """Restored: every entity counts as finished from now (janitor), and the views are rebuilt from it."""
         self.task_ctx = ctx
-        everything = list(ctx.store(STATE.name).items())
+        everything: Changes = list(Entities(ctx.store(ENTITIES.name)).items())
         now = datetime.now(UTC)
         self.janitor = Janitor(self.janitor.retain.total_seconds())
         self.janitor.observe(everything, now)
@@ -148,7 +201,7 @@ class NodeService(StreamService):
             self.batch(ctx).replies.update(_replies(envelope.id, emits))
 
     def on_timer(self, ctx: TaskContext) -> None:
-        store = ctx.store(STATE.name)
+        store = Entities(ctx.store(ENTITIES.name))
         now = ctx.now
         if self.tick_due(store, now):
             tick_id = derived_id(self.location, "tick", now)
@@ -156,8 +209,7 @@ class NodeService(StreamService):
             ctx.send(emits, correlationid=f"{self.location}:tick", causationid=tick_id)
         gone = self.janitor.due(now)
         if gone:
-            for key in gone:
-                store.delete(key)
+            store.write((key, None) for key in gone)
             batch = self.batch(ctx)
             batch.changes += [(key, None) for key in gone]
             batch.gone += gone
@@ -166,24 +218,20 @@ class NodeService(StreamService):
 
     def apply(self, ctx: TaskContext, message: Message, message_id: str, now: datetime) -> list[Emit]:
         """One message through the pure core; the entities it changed are put back in the store."""
-        store: Store[str] = ctx.store(STATE.name)
+        store = Entities(ctx.store(ENTITIES.name))
         first_met = [sku for sku in skus_of(message) if store.get(sku_key(sku)) is None]
         core_ctx = Context(now=now, info=self.master.info, ledger=self.master.ledger_on_hand(first_met),
                            catalog=self.master.catalog)
         unit = Unit(store.get)
         emits = self.node.handle(unit, message, message_id, core_ctx)
         changes = unit.changes()
-        for key, value in changes:
-            if value is None:
-                store.delete(key)
-            else:
-                store.put(key, value)
+        store.write(changes)
         batch = self.batch(ctx)
         batch.changes += changes
         batch.now = now
         return emits
 
-    def tick_due(self, store: Store[str], now: datetime) -> bool:
+    def tick_due(self, store: Entities, now: datetime) -> bool:
         """Whether a wave's cut-off or a claim's deadline has come, read from the in-memory site."""
         site = self.site(store)
         if site is None:
@@ -191,7 +239,7 @@ class NodeService(StreamService):
         wave_at = next_due_at(site.pending, site.waves)
         return (wave_at is not None and wave_at <= now) or any(until <= now for until in site.claims.values())
 
-    def site(self, store: Store[str]) -> Site | None:
+    def site(self, store: Entities) -> Site | None:
         raw = store.get("site")
         if raw is None:
             return None
@@ -222,4 +270,4 @@ def _replies(command_id: str, emits: list[Emit]) -> Replies:
     return {command_id: reply_of(update.model_dump(mode="json") if update else None, command_id)}
 
 
-__all__ = ["STATE", "CommitSink", "Committed", "MasterData", "NodeService"]
+__all__ = ["ENTITIES", "CommitSink", "Committed", "Entities", "MasterData", "NodeService", "bundle_of"]

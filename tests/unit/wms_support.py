@@ -26,7 +26,7 @@ from services.wms_node.domain.layout import LayoutSpec
 from services.wms_node.domain.model import Site, SkuStock, Task, WaveRules, sku_key, task_key
 from services.wms_node.domain.node import Node
 from services.wms_node.domain.work import NodeConfig, SiteInfo, SkuData
-from services.wms_node.service import STATE, MasterData, NodeService
+from services.wms_node.service import ENTITIES, Bundle, Entities, MasterData, NodeService, bundle_of
 
 LOCATION = "WH-PAR"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -53,8 +53,10 @@ class NodeHarness:
         self.master.catalog = dict(catalog or {})
         self.ledger = dict(ledger or {})
         self.service = NodeService(location, f"ns.wms.{location}.commands.v1", self.node, self.master, retain_s=3600)
-        self.store: Store[str] = Store(STATE)
-        self.ctx = TaskContext(f"baton/wms/{location}", 0, {STATE.name: self.store}, lambda name, loc: f"ns.{name}")
+        self.bundles: Store[Bundle] = Store(ENTITIES)
+        self.store = Entities(self.bundles)
+        self.ctx = TaskContext(f"baton/wms/{location}", 0, {ENTITIES.name: self.bundles},
+                               lambda name, loc: f"ns.{name}")
         self.now = T0
         self.n = 0
 
@@ -63,7 +65,7 @@ class NodeHarness:
         self.n += 1
         self.master.on_hand = {sku: (0, qty) for sku, qty in self.ledger.items()}
         emits = self.service.apply(self.ctx, message, message_id or f"m-{self.n}", self.now)
-        self.store.committed(self.store.changelog())
+        self.bundles.committed(self.bundles.changelog())
         self.ctx.take()
         return emits
 
@@ -74,7 +76,9 @@ class NodeHarness:
 
     def replace(self, key: str, value: str) -> None:
         """Overwrite an entity as a reconfiguration would (a committed value)."""
-        self.store.restore(key, value.encode())
+        name = bundle_of(key)
+        bundle = {**(self.bundles.committed_value(name) or {}), key: value}
+        self.bundles.restore(name, ENTITIES.encode(bundle))
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
