@@ -53,6 +53,7 @@ SERVICE = "orchestrator"
 INBOX = (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS)
 ORDERS = "orders"
 CAPACITY = "capacity"
+REPLAYABLE_EMITS = 1  # per order (see _bound_replayable_emits)
 VIEWS_PER_PIPELINE = 500
 VIEW_WRITE_ATTEMPTS = 8
 REFIRE_AFTER_S = 10.0  # a deadline sent but still open (its transaction aborted?) is sent again after this
@@ -314,6 +315,7 @@ class Orchestrator(StreamService):
         ctx.send(decision.emits, correlationid=correlation, causationid=envelope.id)
         if decision.state.version == version:
             return  # a message applied before (its emits sent again above): the state did not change
+        _bound_replayable_emits(decision.state)
         orders.put(order_id, decision.state)
         batch = self.batch(ctx)
         batch.views[order_id] = decision.state.view()
@@ -393,6 +395,20 @@ class Orchestrator(StreamService):
                 log.warning("views_write_failed", attempt=attempt + 1, error=repr(exc))
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
         await write(views)
+
+
+def _bound_replayable_emits(state: OrderState) -> None:
+    """Keep the emits of the last applied message only (every id is kept, so none is applied twice).
+
+    The saga remembers what each message emitted, to send it again if the message comes twice; that was for a
+    loop that could lose sends after writing the state. Here the emits commit in the same transaction as the
+    state, so a duplicate (an outside producer's retry, close behind) needs at most the last; the rest were
+    two thirds of every changelog record.
+    """
+    applied = state.applied
+    applied.keep_emits = REPLAYABLE_EMITS
+    for message_id in list(applied.emits)[:-REPLAYABLE_EMITS]:
+        del applied.emits[message_id]
 
 
 def build(settings: Settings, web_port: int | None = None) -> tuple[Orchestrator, web.Application | None]:

@@ -16,7 +16,7 @@ from schemas.orders import OrderLine, OrderPlaced, ShipTo
 from schemas.topics import INVENTORY_RESERVATIONS, ORDERS_INBOUND, WMS_EVENTS
 from schemas.wms import ItemsPicked
 from services.orchestrator.app import CAPACITY, ORDERS, REFIRE_AFTER_S, Orchestrator
-from services.orchestrator.domain.order import Deadline
+from services.orchestrator.domain.order import Deadline, OrderState
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name, spec_named
@@ -331,3 +331,18 @@ def test_a_deadline_runs_from_when_the_order_was_handled_not_from_when_it_was_pl
     service.handle(driver.ctx, *decode(raw), Incoming("x", 0, 1, b"O-1", raw, 0))
     driver.commit()
     assert service.deadlines[0].due["O-1"].due > T0
+
+
+def test_a_stored_order_keeps_every_applied_id_but_the_emits_of_its_last_message_only() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name, event_id="evt-placed")
+    [reserve] = sent(driver.commit(), "inventory.reserve_stock.v1")
+    driver.feed(StockReserved(reservation_id=reserve["reservation_id"], order_id="O-1", sku="TEE",
+                              location="WH-NEAR", qty=1), INVENTORY_RESERVATIONS.name, event_id="evt-reserved")
+    driver.commit()
+    [(_, raw)] = driver.changelogs[ORDERS]
+    assert raw is not None
+    stored = OrderState.model_validate_json(raw)
+    assert stored.applied.ids == ["evt-placed", "evt-reserved"] and list(stored.applied.emits) == ["evt-reserved"]
