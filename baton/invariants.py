@@ -132,7 +132,7 @@ def check_invariants(facts: Facts, expected: Expected | None = None) -> Invarian
     expected = expected or Expected(order_ids=tuple(facts.orders))
     checks: list[Callable[[Facts, Expected], Check]] = [
         every_order_settled, no_oversell, no_line_overshipped, lines_accounted, reserved_equals_open_holds,
-        reservations_ended, shipped_once, no_double_effect, stock_conserved,
+        reservations_ended, reservations_end_once, shipped_once, no_double_effect, stock_conserved,
     ]
     return InvariantReport(tuple(check(facts, expected) for check in checks))
 
@@ -249,6 +249,23 @@ def reserved_equals_open_holds(facts: Facts, expected: Expected) -> Check:
             broken.append((where, f"holds: {where} reserves {reserved} but its open holds sum to "
                                   f"{holds.get((location, sku), 0)}"))
     return _check("reserved_matches_holds", title, broken)
+
+
+def reservations_end_once(facts: Facts, expected: Expected) -> Check:
+    """No reservation ends two ways (consumed and released, say); the same end delivered again is one end."""
+    title = "every reservation ends exactly once"
+    ends: dict[str, set[str]] = defaultdict(set)
+    orders: dict[str, str] = {}
+    for event in facts.reservation_events or ():
+        if isinstance(event, ReservationConsumed | ReservationReleased | ReservationExpired):
+            ends[event.reservation_id].add(event.event_type.split(".")[1].removeprefix("reservation_"))
+            orders[event.reservation_id] = event.order_id
+    broken = [
+        (orders[rid], f"ended twice: reservation {rid} of {orders[rid]} {' and '.join(sorted(kinds))}")
+        for rid, kinds in sorted(ends.items())
+        if len(kinds) > 1
+    ]
+    return _check("reservations_end_once", title, broken)
 
 
 def reservations_ended(facts: Facts, expected: Expected) -> Check:

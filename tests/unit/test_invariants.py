@@ -277,3 +277,15 @@ def test_the_newest_committed_availability_of_each_position_is_the_stock() -> No
     assert {loc: {sku: p["on_hand"] for sku, p in skus.items()} for loc, skus in stock.items()} == {
         "WH-PAR": {"TEE-M": 8}, "ST-LYO": {"TEE-M": 4}}
     assert latest_positions(changes)["WH-PAR"]["MUG-1"]["on_hand"] == 5
+
+
+def test_a_reservation_that_ends_two_ways_is_reported() -> None:
+    consumed = ReservationConsumed(reservation_id="R-1", order_id="O-1", sku="TEE-M", location="WH-PAR", qty=2,
+                                   shipment_id="S-1")
+    released = ReservationReleased(reservation_id="R-1", order_id="O-1", sku="TEE-M", location="WH-PAR", qty=2,
+                                   reason="cancelled")
+    stock = {"WH-PAR": {"TEE-M": position(8)}}
+    assert check({"O-1": shipped_order(2)}, stock, events=[reserved("R-1", 2), consumed, consumed]).ok
+    report = check({"O-1": shipped_order(2)}, stock, events=[reserved("R-1", 2), consumed, released])
+    assert broken(report) == {"reservations_end_once": ("O-1",)}
+    assert report.violations == ["ended twice: reservation R-1 of O-1 consumed and released"]
