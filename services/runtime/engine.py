@@ -170,6 +170,8 @@ class Engine:
         self._after_worker: asyncio.Task[None] | None = None
         self._partitions = 0
         self.generation = 0  # bumped by every rebalance
+        self._listener = _Rebalance(self)
+        self._rejoin = False  # a task was fenced: ask the group again who owns what
         self._dead_letter_topic = settings.topic(DEAD_LETTERS.name)
 
     # --- life cycle ------------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ class Engine:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             group_instance_id=self.config.instance_id,
         )
-        self.consumer.subscribe(self.service.inputs(), listener=_Rebalance(self))
+        self.consumer.subscribe(self.service.inputs(), listener=self._listener)
         await self.consumer.start()
 
     async def run(self) -> None:
@@ -205,6 +207,10 @@ class Engine:
             while not self.stopping.is_set():
                 if self.failure is not None:
                     raise self.failure
+                if self._rejoin:
+                    self._rejoin = False
+                    log.info("rejoining_group")
+                    self.consumer.subscribe(self.service.inputs(), listener=self._listener)  # a new subscription
                 generation = self.generation
                 records = await self.consumer.getmany(timeout_ms=poll_ms, max_records=self.config.max_records)
                 async with self.lock:
@@ -545,8 +551,7 @@ class Engine:
                 self._transaction(task.producer, records, offsets), timeout=self.config.commit_timeout_s
             )
         except FENCED as exc:
-            log.warning("task_fenced", task=task.id, error=repr(exc))
-            await self._drop_task(task.id, keep=False)
+            await self._fenced(task, exc)
             return exc
         except Exception as exc:
             log.error("commit_failed", task=task.id, error=repr(exc), trace=traceback.format_exc(limit=8))
@@ -575,14 +580,21 @@ class Engine:
         await producer.commit_transaction()
         return delivered
 
+    async def _fenced(self, task: Task, error: BaseException) -> None:
+        """Another producer took the task's transactional id: this process must never write for it again.
+        The group decides who owns it: rejoin, and take it back (with a new producer) only if assigned."""
+        log.warning("task_fenced", task=task.id, error=repr(error))
+        await self._drop_task(task.id, keep=False)
+        self._rejoin = True
+
     async def _abort(self, task: Task, *, backoff: bool = True) -> None:
         """Discard the batch: abort (or replace a producer that cannot), roll back, read again from the commit."""
         self.stats.aborted += 1
         task.ctx.rolled_back()
         try:
             await asyncio.wait_for(task.producer.abort_transaction(), timeout=self.config.commit_timeout_s)
-        except FENCED:
-            await self._drop_task(task.id, keep=False)
+        except FENCED as exc:
+            await self._fenced(task, exc)
             return
         except Exception as exc:
             # the transaction's outcome is unknown (it may even have committed after a timeout): take the task

@@ -230,3 +230,27 @@ async def test_tasks_move_with_their_state_when_instances_join_and_leave(setting
     ids = [o["id"] for o in found]
     assert len(ids) == len(set(ids)) == rounds * len(skus)
     assert {s: counts[s] for s in skus} == {s: {"n": rounds, "total": rounds} for s in skus}
+
+
+async def test_a_fenced_task_is_dropped_then_taken_back_when_the_group_assigns_it(settings: Settings) -> None:
+    """Another producer takes task 0's transactional id (a zombie's view of the world): the engine's next
+    commit of task 0 is fenced, nothing of it is written, the engine rejoins and gets the task back."""
+    await create_toy_topics(settings)
+    skus = [f"SKU-{i}" for i in range(12)]
+    async with running(settings) as engine:
+        await publish(settings, [(s.encode(), toy_command(f"f1-{s}", s)) for s in skus])
+        assert len(await outputs(settings, len(skus))) == len(skus)
+        intruder = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, transactional_id=f"{settings.group('toy-counter')}-task-0"
+        )
+        await intruder.start()
+        async with intruder.transaction():
+            pass  # InitProducerId bumped the epoch: the engine's producer of task 0 is fenced
+        await intruder.stop()
+        await publish(settings, [(s.encode(), toy_command(f"f2-{s}", s)) for s in skus])
+        found = await outputs(settings, 2 * len(skus))
+        await asyncio.sleep(1)
+        found = await outputs(settings, 2 * len(skus))
+        assert sorted(o["id"] for o in found) == sorted(f"f{r}-{s}" for r in (1, 2) for s in skus)
+        assert sorted(engine.tasks) == [0, 1, 2, 3]
+        assert all(v["n"] == 2 for k, v in counts_of(engine).items() if k in skus)
