@@ -624,7 +624,7 @@ class Engine:
                 log.error("timer_failed", task=task.id, error=repr(exc), trace=traceback.format_exc(limit=8))
                 task.ctx.rolled_back()
                 continue
-            if task.ctx.outgoing or any(store.changelog() for store in task.ctx.stores.values()):
+            if task.ctx.outgoing or any(store.changed() for store in task.ctx.stores.values()):
                 work.append(self._commit(task, {}, []))
             else:
                 for work_item in task.ctx.take()[1]:  # after-commit work with nothing to commit: run it now

@@ -138,6 +138,10 @@ class Store(Generic[V]):
         else:
             self._committed[key] = raw
 
+    def changed(self) -> bool:
+        """Whether this batch put or deleted anything (cheaper than encoding the changelog to find out)."""
+        return bool(self._batch)
+
     def changelog(self) -> list[tuple[str, bytes | None]]:
         """What this batch changed, encoded once per key (None: deleted)."""
         return [(key, None if value is _ABSENT else self.spec.encode(value)) for key, value in self._batch.items()]
