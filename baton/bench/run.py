@@ -40,6 +40,7 @@ SETTLED = SETTLED_STATUSES | WAITING_STATUSES
 SETTLED_WITHOUT_WORKERS = SETTLED | ALLOCATED_OR_LATER
 BURST_CHAOS_ORDERS_PER_S = 100.0  # a burst has no duration of its own: kills are spread as if it flowed at this rate
 MIN_CHAOS_WINDOW_S = 10.0
+NO_WORKERS_CATCH_UP_S = 15.0
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Bench:
     options: BenchOptions
     live: Live = field(default_factory=Live)
     placed: int = 0
+    caught_up: bool | None = None  # every service's group caught up with its inputs at the end
 
     def __post_init__(self) -> None:
         self.orders = order_mix(self.scenario, self.options.orders, self.options.seed)
@@ -153,8 +155,13 @@ class Bench:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.2)
-        return await wait_caught_up(self.settings, self.runner.locations,
-                                    timeout_s=max(5.0, deadline - time.monotonic()))
+        if not self.options.workers:
+            # nobody reads the task queues, so the nodes' groups never catch up on them: the orders decide
+            self.caught_up = await wait_caught_up(self.settings, self.runner.locations, timeout_s=NO_WORKERS_CATCH_UP_S)
+            return True
+        self.caught_up = await wait_caught_up(self.settings, self.runner.locations,
+                                              timeout_s=max(5.0, deadline - time.monotonic()))
+        return self.caught_up
 
     async def _invariants(self) -> InvariantReport:
         expected = dataclasses.replace(
@@ -177,6 +184,7 @@ class Bench:
                 "load_average_1m": {"start": round(self.load_average_start, 2), "end": round(os.getloadavg()[0], 2)},
             },
             "completed": completed,
+            "caught_up": self.caught_up,
             "elapsed_s": elapsed_s,
             "load": load.to_dict(),
             "figures": figures,
