@@ -138,3 +138,15 @@ def test_figures_of_a_whole_synthetic_run() -> None:
     assert figures["resources"]["cpu_seconds_per_1000_orders"]["total"] == pytest.approx(4.0)
     assert figures["resources"]["peak_rss_mb"]["orchestrator"] == pytest.approx(100.0)
     assert figures["throughput"]["allocated"]["from"] == pytest.approx(0.198 + 0.020)  # seconds after the first order
+
+
+def test_event_topics_and_internal_ones_apart() -> None:
+    from baton.bench.collect import is_internal
+    from services.runtime.settings import Settings
+
+    settings = Settings().with_namespace("bench-1")
+    assert not is_internal(settings, "bench-1.orders.status.v1")
+    assert not is_internal(settings, "bench-1.wms.WH-PAR.tasks.v1")
+    assert is_internal(settings, "bench-1.orders.timers.v1")
+    assert is_internal(settings, "bench-1-orchestrator-orders-changelog")
+    assert is_internal(settings, "bench-1.orchestrator.store.changelog.v1")  # not in the catalog
