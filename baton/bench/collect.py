@@ -55,7 +55,8 @@ async def namespace_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         prefixes = (f"{settings.namespace}.", f"{settings.namespace}-")
-        return sorted(t for t in await admin.list_topics() if t.startswith(prefixes) and BENCH_TOPIC_MARK not in t)
+        baseline = f"{settings.namespace}{BENCH_TOPIC_MARK}"
+        return sorted(t for t in await admin.list_topics() if t.startswith(prefixes) and not t.startswith(baseline))
     finally:
         await admin.close()
 
