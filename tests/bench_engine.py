@@ -73,7 +73,7 @@ async def bench(inputs: int, skus: int, max_records: int) -> dict[str, float]:
             "transactions": stats.transactions,
             "cpu_seconds_engine_process": round(cpu, 2),
             "restart_to_processing_s": round(restart_s, 2),
-            "restored_keys": restarted.stats.restored_records,
+            "restored_changelog_records": restarted.stats.restored_records,
             "restore_s": round(restarted.stats.restore_seconds, 2),
         }
     finally:
