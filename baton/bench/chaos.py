@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,9 +136,8 @@ class Chaos:
 
 async def kill_and_time(services: ServiceSet, clock: BackClock, name: str, timeout_s: float = 60.0) -> Restart:
     """kill -9 ``name``, restart it at once, and wait until it handles messages again."""
-    old_pid = services.services[name].pid
     killed_at = services.kill_and_restart(name)
-    return await clock.wait_back(name, killed_at, old_pid, timeout_s)
+    return await clock.wait_back(name, killed_at, lambda: services.services[name].pid, timeout_s)
 
 
 async def _set_within(event: asyncio.Event, seconds: float) -> bool:
@@ -181,8 +180,14 @@ class BackClock:
         offsets = await self.admin.list_consumer_group_offsets(self.settings.group(name))
         return {TopicPartition(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
 
-    async def wait_back(self, name: str, killed_at: float, old_pid: int | None, timeout_s: float) -> Restart:
-        """Poll until the group's committed offsets move past where the kill left them."""
+    async def wait_back(
+        self, name: str, killed_at: float, current_pid: Callable[[], int | None], timeout_s: float
+    ) -> Restart:
+        """Poll until the group's committed offsets move past where the kill left them.
+
+        ``current_pid`` gives the service's newest process (killed again before it came back, the service is
+        back once its next incarnation is).
+        """
         at_kill = await self.committed(name)
         deadline = time.time() + timeout_s
         while time.time() < deadline:
@@ -190,14 +195,14 @@ class BackClock:
             now = await self.committed(name)
             if any(offset > at_kill.get(tp, -1) for tp, offset in now.items()):
                 return Restart(name, killed_at, time.time())
-            if await self._idle(name, at_kill, old_pid):
+            if await self._idle(name, at_kill, current_pid()):
                 return Restart(name, killed_at, time.time(), measured_by="idle")
         return Restart(name, killed_at, None)
 
-    async def _idle(self, name: str, at_kill: dict[TopicPartition, int], old_pid: int | None) -> bool:
-        """Its new process beats and nothing waits for it (a transaction marker may follow the last offset)."""
+    async def _idle(self, name: str, at_kill: dict[TopicPartition, int], pid: int | None) -> bool:
+        """Its newest process beats and nothing waits for it (a transaction marker may follow the last offset)."""
         beat = (await self.read_model.services()).get(name, {})
-        if beat.get("pid") in (None, old_pid):
+        if pid is None or beat.get("pid") != pid:
             return False
         tps = self.partitions.get(self.settings.group(name), [])
         ends = await self.consumer.end_offsets(tps) if tps else {}
