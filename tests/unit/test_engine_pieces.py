@@ -1,4 +1,4 @@
-"""The task assignor keeps co-partitioning and spreads tasks evenly."""
+"""Pure pieces of the engine: the task assignor, which commit errors isolate a batch's inputs."""
 
 from __future__ import annotations
 
@@ -42,3 +42,20 @@ def test_one_member_owns_every_task() -> None:
     members = {"only": ConsumerProtocolMemberMetadata(0, ["in"], b"")}
     assignment = TaskAssignor.assign(FakeCluster({"in": 3}), members)  # type: ignore[arg-type]
     assert assignment["only"].assignment == [("in", [0, 1, 2])]
+
+
+def test_only_errors_of_the_batch_itself_isolate_its_inputs() -> None:
+    from aiokafka.errors import (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        MessageSizeTooLargeError,
+        NotLeaderForPartitionError,
+        RecordTooLargeError,
+    )
+
+    from services.runtime.engine import unwritable
+
+    assert unwritable(MessageSizeTooLargeError()) and unwritable(RecordTooLargeError())
+    assert unwritable(TypeError("value must be bytes"))  # a handler sent something that is not bytes
+    for trouble in (KafkaTimeoutError(), KafkaConnectionError(), NotLeaderForPartitionError(), TimeoutError()):
+        assert not unwritable(trouble)  # Kafka's state: retry the whole batch, dead-letter nothing
