@@ -82,7 +82,7 @@ async def _kill_twice_while_flowing(settings: Settings, services: ServiceSet, or
         print(f"\nkill {kill}: {NODE} killed with {await shipped()} of {FLOWING} orders shipped")
         services.restart(NODE, WORKERS)  # at once, as a supervisor would
         if kill == 1:  # the node starts again and is killed again as soon as it handles anything
-            await wait_for(lambda: _at_least(shipped, progress + 1), 60, "the restarted node to ship")
+            await wait_for(lambda p=progress: _at_least(shipped, p + 1), 60, "the restarted node to ship")
             services.services[NODE].kill9()
             print(f"kill {kill}b: {NODE} killed again just after its restart")
             services.restart(NODE, WORKERS)
