@@ -1,10 +1,10 @@
-"""Which of the node's entities are finished, and since when: they leave the table after ``retain_s``.
+"""Which of the node's entities are finished, and since when: they leave the node's store after ``retain_s``.
 
 Finished: a task done or withdrawn, an order whose every request shipped, was handed over, withdrawn,
 rejected or found short, a delivery received. Long after that, nothing will be delivered again that needs
-them (the messages that touched them were committed long before), so the node's agent deletes them while
-handling one of its own ticks. Kept in memory and rebuilt from the table at start (an entity then counts as
-finished from the start); no faust import.
+them (the messages that touched them were committed long before), so the node's timer deletes them in its
+transaction. Kept in memory (fed once each batch committed) and rebuilt from the store when the node's task is
+assigned (an entity then counts as finished from then); pure.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The node's read model in Redis, for the CLI and anyone looking: its task queue, stock per bin, the replies to
-workers' commands. Written by the node after each message; never read back by the node to decide anything.
+workers' commands. Written once each batch of the node committed; never read back by the node to decide anything.
 
 Keys (``{ns}`` the namespace, ``{loc}`` the location):
   {ns}:wms:{loc}:tasks       hash task id -> task (open and claimed ones)
@@ -115,9 +115,9 @@ def _text(value: bytes | str) -> str:
 
 
 class ViewWriter:
-    """Writes the views behind the agent: it queues what changed and one task writes it, in order, coalescing
-    what piled up into one pipeline, so the agent never waits for Redis. A crash loses only views, which the
-    node rebuilds from its table at start."""
+    """Writes the views behind the node: it queues what each committed batch changed and one task writes it, in
+    order, coalescing what piled up into one pipeline, so the node never waits for Redis. A crash loses only
+    views, which the node rebuilds from its store when its task is assigned."""
 
     def __init__(self, views: NodeViews, retry_s: float = 0.5) -> None:
         self.views = views
