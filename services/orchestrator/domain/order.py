@@ -84,6 +84,7 @@ PLANNING_MESSAGES = (
 # what the saga hears of but never acts on: applying one changes nothing, so nothing of it is recorded (no applied
 # id, no new version) and the adapter writes nothing (no changelog record, no view) for it
 NO_EFFECT_MESSAGES = (ItemsPicked, HandedOver, ReservationConsumed)
+FALLBACK_RULE = Rule(name="fallback: default")  # built once: a rule is read, never changed, and costly to build
 LineProgress = Literal["pending", "held", "refused", "released", "consumed", "expired"]
 TRANSIT_DAYS = 1
 DeadlineKind = Literal["reserve", "accept", "pickup", "hold"]
@@ -346,7 +347,7 @@ class _Step:
 
     def _rule(self) -> Rule:
         """The first rule whose conditions match decides; an order no rule matches gets the default rule."""
-        return next(iter(applicable_rules(self.snap.rules, self._facts())), Rule(name="fallback: default"))
+        return next(iter(applicable_rules(self.snap.rules, self._facts())), FALLBACK_RULE)
 
     def _plan_initial(self) -> None:
         """Plan the whole order (again): the first plan, or a re-plan after a refusal before allocation."""
