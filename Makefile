@@ -1,17 +1,26 @@
-# Developer entry points. The venv is rebuilt only when pyproject.toml changes (stamp file).
+# Developer entry points. The venv is rebuilt only when pyproject.toml or the lock file changes (stamp file):
+# every dependency is installed at the exact version of requirements.lock, then baton itself without deps.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv stack-up stack-down stack-status test lint demo bench
+.PHONY: venv lock stack-up stack-down stack-status test lint demo bench
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Re-resolve the dependencies of pyproject.toml (with the dev extra) in a scratch venv and pin them all.
+lock:
+	rm -rf .baton/lock-venv && $(PYTHON) -m venv .baton/lock-venv
+	.baton/lock-venv/bin/pip install --quiet '.[dev]'
+	.baton/lock-venv/bin/pip freeze --exclude baton > requirements.lock
+	rm -rf .baton/lock-venv
 
 stack-up: venv
 	$(BIN)/baton stack up

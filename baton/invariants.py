@@ -26,10 +26,10 @@ from schemas.inventory import (
 )
 from schemas.orders import TERMINAL_STATUSES
 from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
-from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import read_topic
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 if TYPE_CHECKING:
     from baton.scenario.model import Scenario

@@ -18,8 +18,8 @@ from schemas.network import Location, LocationConfigured, RuleSetPublished
 from schemas.topics import NETWORK, RULES
 from services.orchestrator.domain.rules import RuleSetError, parse_rule_set
 from services.runtime.feed import TopicFeed
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 network_app = typer.Typer(help="Locations (warehouses, stores) as versioned master data.", no_args_is_help=True)
 rules_app = typer.Typer(help="Sourcing rule sets as versioned master data.", no_args_is_help=True)

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.topics import ALL_TOPICS, DEAD_LETTERS
-from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import existing_topics, topic_partitions
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 orders_app = typer.Typer(help="Where is my order? Status and story of one order.", no_args_is_help=True)
 console = Console()

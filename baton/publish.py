@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaProducer
 from schemas.base import Message
 from schemas.envelope import encode, envelope_for
 from schemas.topics import TopicSpec
-from services.runtime.kafka import full_topic_name, spec_named
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name, spec_named
 
 
 class Publisher:

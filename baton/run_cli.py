@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from services.runtime.settings import Settings
@@ -19,18 +17,6 @@ def _settings(namespace: str | None, web_port: int | None = None) -> Settings:
     if web_port is not None:
         updates["web_port"] = web_port
     return Settings().model_copy(update=updates)
-
-
-def _start(app: object, service: str, settings: Settings, location: str | None = None) -> None:
-    import asyncio
-
-    from services.runtime.admin import ensure_topics
-    from services.runtime.service import run_worker
-
-    asyncio.run(ensure_topics(settings, [location] if location else []))
-
-    sys.argv = [sys.argv[0]]  # faust's worker must not read our CLI arguments
-    run_worker(app, service, settings.log_level)  # type: ignore[arg-type]
 
 
 @run_app.command("orchestrator")

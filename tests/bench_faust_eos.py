@@ -1,5 +1,6 @@
 """The toy counting load on faust-streaming's own ``processing_guarantee="exactly_once"``, for comparison.
 
+    .venv/bin/pip install -e '.[compare]'   # faust-streaming is no longer a dependency of baton
     BATON_KAFKA_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python -m tests.bench_faust_eos --inputs 50000 --skus 1000
 
 Produces the inputs, runs a faust worker (a table per SKU, one output per input, exactly_once) as its own

@@ -20,8 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from baton.bench.report import OrderTimeline, TopicTraffic
 from schemas.orders import OrderPlaced, OrderStatusChanged
 from schemas.topics import ALL_TOPICS, ORDERS_INBOUND, ORDERS_STATUS, ORDERS_TIMERS
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 Offsets = dict[TopicPartition, int]
 IDLE_POLLS = 6  # empty polls in a row (0.5 s each) after which a reader stops waiting for records it was promised

@@ -26,8 +26,8 @@ from baton.scenario.model import Scenario, parse_scenario
 from schemas.envelope import encode, envelope_for
 from schemas.orders import OrderLine, OrderPlaced, PickupAt, ShipTo
 from schemas.topics import ORDERS_INBOUND
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 DEMO_RESOURCE = "builtin/demo.yaml"
 # A store beside the demo's three warehouses: it ships, and serves pickups (BOPIS) from its own shelves.

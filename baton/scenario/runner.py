@@ -51,10 +51,10 @@ from schemas.topics import (
 from schemas.wms import SupplyArrived
 from services.orchestrator.domain.rules import parse_rule_set
 from services.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
-from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import read_topic
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 SETTLED = SETTLED_STATUSES
 # waiting on something outside the run once the whole timeline is played and every service caught up

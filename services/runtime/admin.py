@@ -36,35 +36,40 @@ class PlannedTopic:
     spec: TopicSpec
 
 
-# The faust tables of each service (state backed by a compacted changelog topic). They are created up
-# front with the partitions of their source topics: a changelog faust creates itself at start-up can be
-# missing from its metadata cache, which makes the first table write fail with PartitionsMismatch.
-STATE_TABLES: dict[str, tuple[str, ...]] = {
-    "orchestrator": ("orders",),
+# The stores of each service (``services.runtime.processing``), each backed by a compacted changelog topic
+# with one partition per task. The engine creates them too; planning them here lets ``baton topics create``
+# and the scenario runner create them up front with the partitions of their source topics.
+STATE_STORES: dict[str, tuple[str, ...]] = {
+    "orchestrator": ("orders", "capacity"),
     "inventory": ("ledgers",),
-    "wms-{location}": ("state",),
+    "wms-{location}": ("entities",),
 }
-# Tables co-partitioned with a one-partition source topic (a WMS node's inbox) have one partition too.
-STATE_TABLE_PARTITIONS: dict[str, int] = {"wms-{location}": 1}
+# Stores of a service whose input has one partition (a WMS node's inbox) have one partition too.
+STATE_STORE_PARTITIONS: dict[str, int] = {"wms-{location}": 1}
 CHANGELOG_SPEC = TopicSpec(
-    name="<service>-<table>-changelog",
-    key="table key",
+    name="<service>-<store>-changelog",
+    key="store key",
     messages=(),
-    description="A faust table's changelog: the service's state, compacted.",
+    description="A store's changelog: a service's state per task, compacted.",
     cleanup_policy="compact",
 )
 
 
+def changelog_name(settings: Settings, service: str, store: str) -> str:
+    """The changelog topic of a service's store (the engine's naming)."""
+    return f"{settings.namespace}.{service}-{store}-changelog"
+
+
 def changelog_topics(settings: Settings, locations: Iterable[str] = ()) -> list[PlannedTopic]:
     out = []
-    for service, tables in STATE_TABLES.items():
+    for service, stores in STATE_STORES.items():
         services = [service.replace("{location}", loc) for loc in locations] if "{location}" in service else [service]
         for name in services:
-            for table in tables:
+            for store in stores:
                 out.append(
                     PlannedTopic(
-                        name=f"{settings.group(name)}-{table}-changelog",
-                        partitions=STATE_TABLE_PARTITIONS.get(service, settings.partitions),
+                        name=changelog_name(settings, name, store),
+                        partitions=STATE_STORE_PARTITIONS.get(service, settings.partitions),
                         config={"cleanup.policy": "compact"},
                         spec=CHANGELOG_SPEC,
                     )

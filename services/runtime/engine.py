@@ -42,6 +42,7 @@ from schemas.base import Message
 from schemas.envelope import Envelope, InvalidMessage, decode, encode, envelope_for
 from schemas.network import DeadLettered
 from schemas.topics import DEAD_LETTERS
+from services.runtime.admin import changelog_name
 from services.runtime.assignor import TaskAssignor
 from services.runtime.logs import get_logger
 from services.runtime.processing import AfterCommit, Incoming, Outgoing, Store, StreamService, TaskContext
@@ -70,7 +71,7 @@ def unwritable(error: BaseException) -> bool:
 
 
 def changelog_topic(settings: Settings, service_name: str, store: str) -> str:
-    return f"{settings.namespace}.{service_name}-{store}-changelog"
+    return changelog_name(settings, service_name, store)
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 10.0) -> None:

@@ -13,8 +13,8 @@ from baton.publish import Publisher
 from schemas.inventory import RecordSupply
 from schemas.orders import OrderCancelRequested
 from schemas.topics import INVENTORY_COMMANDS, ORDERS_EVENTS, ORDERS_INBOUND
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 from tests.support import (
     availability,
     order_statuses,

@@ -12,8 +12,8 @@ from baton.processes import ServiceSet
 from baton.publish import Publisher
 from schemas.network import DeadLettered
 from schemas.topics import DEAD_LETTERS, ORDERS_INBOUND
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 from tests.support import (
     order_statuses,
     read_topic,

@@ -43,8 +43,8 @@ from schemas.inventory import (
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, NETWORK
 from services.runtime.admin import ensure_topics
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 from tests.conftest import _cleanup
 from tests.support import availability, read_topic, wait_for
 

@@ -17,9 +17,9 @@ from schemas.inventory import StockMoved
 from schemas.topics import INVENTORY_MOVEMENTS, ORDERS_INBOUND, WMS_EVENTS, WMS_TASKS
 from schemas.wms import FulfilmentAccepted, ParcelShipped, TaskCreated, TaskUpdated
 from services.runtime.admin import consumer_lag, ensure_topics
-from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 from services.wms_node.views import NodeViews
 from tests.support import (
     availability,

@@ -17,8 +17,8 @@ from schemas.inventory import RecordSupply
 from schemas.topics import INVENTORY_COMMANDS, WMS_COMMANDS, WMS_EVENTS
 from schemas.wms import ExpectedLine, GoodsReceived, SupplyArrived
 from services.runtime.admin import ensure_topics
-from services.runtime.kafka import full_topic_name
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 from services.wms_node.views import NodeViews
 from tests.support import availability, load_network_and_stock, read_topic, wait_for, warehouse
 

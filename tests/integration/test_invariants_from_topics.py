@@ -15,9 +15,9 @@ from schemas.envelope import encode, envelope_for
 from schemas.inventory import AvailabilityChanged, ReservationConsumed, StockMoved, StockReserved
 from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, TopicSpec
 from services.runtime.admin import ensure_topics
-from services.runtime.kafka import full_topic_name
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 pytestmark = pytest.mark.integration
 EXPECTED = Expected(order_ids=("O-1", "O-2"), skus=("TEE",))

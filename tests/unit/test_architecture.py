@@ -70,3 +70,40 @@ def test_schemas_stand_alone() -> None:
     for path in (ROOT / "schemas").rglob("*.py"):
         bad = [m for m in _imports(path) if m.split(".")[0] in ("baton", "services", *INFRASTRUCTURE)]
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def _project_files() -> list[Path]:
+    return [p for root in ("baton", "services", "schemas", "tests") for p in (ROOT / root).rglob("*.py")]
+
+
+def _private_names_defined_here(trees: list[ast.AST]) -> set[str]:
+    """Private names the project defines itself (functions, methods, attributes, class fields)."""
+    names: set[str] = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return {n for n in names if n.startswith("_")}
+
+
+def test_no_private_member_of_a_library_is_read_or_written() -> None:
+    """Reaching into a library's private members (``consumer._client``, ``faust.streams._current_event``)
+    breaks silently with any release: only the project's own private names may be used across objects."""
+    trees = {path: ast.parse(path.read_text()) for path in _project_files()}
+    ours = _private_names_defined_here(list(trees.values()))
+    found = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                if node.attr not in ours:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] not in (
+                "baton", "services", "schemas", "tests"
+            ):
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{a.name}"
+                          for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, f"library private members used: {found}"
