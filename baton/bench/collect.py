@@ -170,6 +170,7 @@ class StatusTail:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.timeline = OrderTimeline()
+        self.last_change = time.monotonic()  # when the last status change arrived
         self.consumer = _consumer(settings)
         self._task: asyncio.Task[None] | None = None
 
@@ -193,6 +194,7 @@ class StatusTail:
         while True:
             batch = await self.consumer.getmany(timeout_ms=200, max_records=5_000)
             for records in batch.values():
+                self.last_change = time.monotonic()
                 for record in records:
                     _observe_status(self.timeline, record.value)
 

@@ -76,7 +76,8 @@ def _ms(seconds: float | None) -> str:
 
 def print_report(document: dict[str, Any], console: Console) -> None:
     bench, figures = document["bench"], document["figures"]
-    state = "completed" if document["completed"] else "[red]TIMED OUT[/red]"
+    state = "completed" if document["completed"] else (
+        "[red]STUCK: no order moved for minutes[/red]" if document.get("stalled") else "[red]TIMED OUT[/red]")
     console.print(f"[bold]baton bench[/bold] {bench['network']}: {bench['orders']} orders, {bench['mode']}"
                   f"{'' if bench['workers'] else ', no workers'}, namespace {bench['namespace']}, code {bench['code']}:"
                   f" {state} in {document['elapsed_s']:.1f} s")

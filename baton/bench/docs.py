@@ -88,7 +88,7 @@ ROWS: list[Row] = [
     ("load", lambda r: f"{r['bench']['orders']:,} orders, {r['bench']['mode'].replace('_', ' ')}"
      + (f" at {r['bench']['rate']:g}/s" if r["bench"]["rate"] else "")
      + ("" if r["bench"]["workers"] else ", no workers")),
-    ("settled", lambda r: f"{'yes' if r['completed'] else 'NO (timed out)'}; "
+    ("settled", lambda r: f"{'yes' if r['completed'] else 'NO (stuck)' if r.get('stalled') else 'NO (timed out)'}; "
      + ", ".join(f"{k} {v}" for k, v in r["figures"]["statuses"].items())),
     ("orders/s placed → allocated (steady)", lambda r: _n(_get(r, "figures", "throughput", "allocated", "per_s"), 1)),
     ("orders/s placed → shipped (steady)", lambda r: _n(_get(r, "figures", "throughput", "shipped", "per_s"), 1)),

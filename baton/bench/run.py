@@ -41,6 +41,9 @@ SETTLED_WITHOUT_WORKERS = SETTLED | ALLOCATED_OR_LATER
 BURST_CHAOS_ORDERS_PER_S = 100.0  # a burst has no duration of its own: kills are spread as if it flowed at this rate
 MIN_CHAOS_WINDOW_S = 10.0
 NO_WORKERS_CATCH_UP_S = 15.0
+# No status change for this long, every service caught up: the orders left are stuck (the orchestrator's own
+# deadlines, reservation 30 s and acceptance 60 s by default, would have moved them by now).
+STALL_S = 120.0
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Bench:
     live: Live = field(default_factory=Live)
     placed: int = 0
     caught_up: bool | None = None  # every service's group caught up with its inputs at the end
+    stalled: bool = False  # the wait ended early: orders stuck with nothing left to move them
 
     def __post_init__(self) -> None:
         self.orders = order_mix(self.scenario, self.options.orders, self.options.seed)
@@ -152,7 +156,7 @@ class Bench:
         target = SETTLED if self.options.workers else SETTLED_WITHOUT_WORKERS
         deadline = time.monotonic() + self.options.timeout_s
         while tail.count_in(self.order_ids, frozenset(target)) < len(self.order_ids):
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or await self._stalled(tail):
                 return False
             await asyncio.sleep(0.2)
         if not self.options.workers:
@@ -162,6 +166,15 @@ class Bench:
         self.caught_up = await wait_caught_up(self.settings, self.runner.locations,
                                               timeout_s=max(5.0, deadline - time.monotonic()))
         return self.caught_up
+
+    async def _stalled(self, tail: StatusTail) -> bool:
+        """No order moved for longer than any orchestrator deadline, with every service caught up: stuck."""
+        if time.monotonic() - tail.last_change < STALL_S:
+            return False
+        self.live.phase(f"no order moved for {STALL_S:.0f} s: are the services caught up?")
+        self.stalled = await wait_caught_up(self.settings, self.runner.locations, timeout_s=10.0)
+        tail.last_change = time.monotonic()  # look again after another quiet spell if they were not
+        return self.stalled
 
     async def _invariants(self) -> InvariantReport:
         expected = dataclasses.replace(
@@ -185,6 +198,7 @@ class Bench:
             },
             "completed": completed,
             "caught_up": self.caught_up,
+            "stalled": self.stalled,
             "elapsed_s": elapsed_s,
             "load": load.to_dict(),
             "figures": figures,
