@@ -144,8 +144,10 @@ def render(runs: dict[str, Run]) -> str:
         lines.append(f"| {title} | " + " | ".join(_safe(cell, runs[label]) for label in labels) + " |")
     lines += ["", "## The runs", ""]
     for label, run in runs.items():
-        lines += [f"### `{label}`", "", "```", run["bench"]["command"], "```", "",
-                  f"![{label}](benchmarks/{label}.png)", ""]
+        lines += [f"### `{label}`", "", "```", run["bench"]["command"], "```", ""]
+        if run.get("note"):
+            lines += [run["note"], ""]
+        lines += [f"![{label}](benchmarks/{label}.png)", ""]
         lines += _per_topic(run)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -174,9 +176,13 @@ def load_runs(directory: Path = RUNS_DIR) -> dict[str, Run]:
     return {p.stem: orjson.loads(p.read_bytes()) for p in paths}
 
 
-def record(source: Path, label: str, directory: Path = RUNS_DIR) -> None:
+def record(source: Path, label: str, directory: Path = RUNS_DIR, note: str | None = None) -> None:
+    """Copy a run (and its PNG) in under ``label``, with what the person who recorded it saw, if anything."""
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, directory / f"{label}.json")
+    run = orjson.loads(source.read_bytes())
+    if note:
+        run["note"] = note
+    (directory / f"{label}.json").write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2) + b"\n")
     png = source.with_suffix(".png")
     if png.exists():
         shutil.copyfile(png, directory / f"{label}.png")
@@ -185,10 +191,11 @@ def record(source: Path, label: str, directory: Path = RUNS_DIR) -> None:
 def main(
     record_file: Path | None = typer.Option(None, "--record", help="A bench.json to record first."),
     label: str = typer.Option("current", "--label", help="The name it is recorded under."),
+    note: str | None = typer.Option(None, "--note", help="What the figures alone do not say (shown with the run)."),
 ) -> None:
     """Record a run (optional), then rewrite docs/benchmarks.md from every recorded run."""
     if record_file:
-        record(record_file, label)
+        record(record_file, label, note=note)
     PAGE.write_text(render(load_runs()))
     typer.echo(f"wrote {PAGE}")
 
