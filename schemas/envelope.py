@@ -64,6 +64,47 @@ def encode(envelope: Envelope) -> bytes:
     return orjson.dumps(envelope.model_dump(mode="json", exclude_none=True))
 
 
+def encode_message(
+    message: Message,
+    *,
+    source: str,
+    correlationid: str,
+    causationid: str | None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> bytes:
+    """``encode(envelope_for(...))`` without building the envelope model: the hot path of every service.
+
+    The same bytes as the model's (a unit test holds them equal): the fields in the model's order, None left
+    out, the time written as pydantic writes it. The values need no validation: they come from our own code.
+    """
+    if not source or not correlationid:
+        return encode(envelope_for(message, source=source, correlationid=correlationid, causationid=causationid,
+                                   event_id=event_id, time=time))  # let the model raise its usual error
+    document: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": source,
+        "type": message.event_type,
+        "time": json_time(time or datetime.now(UTC)),
+    }
+    subject = message.subject()
+    if subject:
+        document["subject"] = subject
+    document["datacontenttype"] = "application/json"
+    document["data"] = message.model_dump(mode="json")
+    document["correlationid"] = correlationid
+    if causationid is not None:
+        document["causationid"] = causationid
+    return orjson.dumps(document)
+
+
+def json_time(moment: datetime) -> str:
+    """A datetime as pydantic writes it in JSON mode (ISO 8601, a zero UTC offset as ``Z``)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
     """Parse and validate a raw Kafka value into its envelope and typed message, or raise InvalidMessage."""
     if raw is None:
@@ -74,10 +115,12 @@ def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
         raise InvalidMessage(f"not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidMessage("not a CloudEvents object (JSON value is not an object)")
-    try:
-        envelope = Envelope.model_validate(document)
-    except ValidationError as exc:
-        raise InvalidMessage(f"invalid CloudEvents envelope: {_brief(exc)}") from exc
+    envelope = _trusted_envelope(document)
+    if envelope is None:  # anything unusual goes through the model, which says what is wrong
+        try:
+            envelope = Envelope.model_validate(document)
+        except ValidationError as exc:
+            raise InvalidMessage(f"invalid CloudEvents envelope: {_brief(exc)}") from exc
     model = model_for(envelope.type)
     if model is None:
         raise InvalidMessage(f"unknown event type {envelope.type!r}")
@@ -86,6 +129,38 @@ def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {envelope.type} data: {_brief(exc)}") from exc
     return envelope, message
+
+
+_REQUIRED_TEXT = ("id", "source", "type", "correlationid")
+_KNOWN = frozenset(Envelope.model_fields)
+
+
+def _trusted_envelope(document: dict[str, Any]) -> Envelope | None:
+    """The envelope built without the model's validation when every field is plainly right (what our own
+    services write), else None. Checks what the model checks: required texts non-empty, the literals, the
+    types; the time in ISO 8601 (pydantic accepts more shapes: those take the model's path)."""
+    if document.get("specversion") != "1.0" or not isinstance(document.get("data"), dict):
+        return None
+    if document.get("datacontenttype", "application/json") != "application/json":
+        return None
+    for name in _REQUIRED_TEXT:
+        value = document.get(name)
+        if not isinstance(value, str) or not value:
+            return None
+    for name in ("subject", "causationid"):
+        if not isinstance(document.get(name, ""), str):
+            return None
+    text = document.get("time")
+    if not isinstance(text, str) or len(text) < 19 or text[10] != "T":
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    fields = {**document, "time": moment}
+    if not _KNOWN.issuperset(fields):
+        return None  # extension attributes: the model keeps them as extras
+    return Envelope.model_construct(**fields)
 
 
 def _brief(exc: ValidationError) -> str:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from schemas.base import Message
-from schemas.envelope import Envelope, encode, envelope_for
+from schemas.envelope import Envelope, encode_message
 from services.runtime.outbox import Emit
 
 V = TypeVar("V")
@@ -191,14 +191,14 @@ class TaskContext:
         for emit in emits:
             # a message about one order is correlated with that order, even when a batch (a wave) caused it
             order_id = getattr(emit.message, "order_id", None)
-            envelope = envelope_for(
+            value = encode_message(
                 emit.message,
                 source=self.service_source,
                 correlationid=order_id if isinstance(order_id, str) and order_id else correlationid,
                 causationid=emit.causationid or causationid,
                 event_id=emit.event_id,
             )
-            self.send_raw(self.topic_name(emit.topic, emit.location), emit.key.encode(), encode(envelope))
+            self.send_raw(self.topic_name(emit.topic, emit.location), emit.key.encode(), value)
 
     def send_raw(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
         self.outgoing.append(Outgoing(topic, key, value, partition))
