@@ -12,23 +12,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-import orjson
+from pydantic import BaseModel
 
-from services.wms_node.domain.model import FINISHED_STAGES
+from services.wms_node.domain.model import FINISHED_STAGES, OrderWork, Supply, Task
 
 DEFAULT_RETAIN_S = 6 * 3600.0
 
 
-def finished(key: str, value: str | None) -> bool:
+def finished(key: str, value: BaseModel | str | None) -> bool:
+    """Whether an entity (or its JSON text) is finished work."""
     kind = key.split(":", 1)[0]
     if value is None or kind not in ("task", "order", "supply"):
         return False
-    doc = orjson.loads(value)
-    if kind == "task":
-        return doc["status"] in ("done", "cancelled")
-    if kind == "order":
-        return bool(doc["requests"]) and all(r["stage"] in FINISHED_STAGES for r in doc["requests"].values())
-    return doc["stage"] == "received"  # type: ignore[no-any-return]
+    if isinstance(value, str):
+        kinds: dict[str, type[BaseModel]] = {"task": Task, "order": OrderWork, "supply": Supply}
+        value = kinds[kind].model_validate_json(value)
+    if isinstance(value, Task):
+        return value.status in ("done", "cancelled")
+    if isinstance(value, OrderWork):
+        return bool(value.requests) and all(r.stage in FINISHED_STAGES for r in value.requests.values())
+    return isinstance(value, Supply) and value.stage == "received"
 
 
 class Janitor:
@@ -36,7 +39,7 @@ class Janitor:
         self.retain = timedelta(seconds=retain_s)
         self.since: dict[str, datetime] = {}
 
-    def observe(self, changes: Iterable[tuple[str, str | None]], now: datetime) -> None:
+    def observe(self, changes: Iterable[tuple[str, BaseModel | str | None]], now: datetime) -> None:
         for key, value in changes:
             if finished(key, value):
                 self.since.setdefault(key, now)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from schemas.base import Message
 from schemas.catalog import SkuConfigured
@@ -29,7 +30,7 @@ from schemas.wms import NodeTick, TaskUpdated
 from services.runtime.logs import get_logger
 from services.runtime.outbox import Emit
 from services.runtime.processing import AfterCommit, Incoming, Store, StoreSpec, StreamService, TaskContext
-from services.wms_node.domain.model import Site, Unit, sku_key
+from services.wms_node.domain.model import Site, Task, Unit, entity_type, sku_key, task_key
 from services.wms_node.domain.node import WORKER_COMMANDS, Node, skus_of
 from services.wms_node.domain.waves import next_due_at
 from services.wms_node.domain.work import Context, SiteInfo, SkuData
@@ -37,10 +38,10 @@ from services.wms_node.janitor import Janitor
 from services.wms_node.views import reply_of
 
 log = get_logger(__name__)
-Changes = list[tuple[str, str | None]]
 Replies = dict[str, dict[str, Any]]
 
-Bundle = dict[str, str]  # entity key -> its JSON text
+Bundle = dict[str, BaseModel]  # entity key -> the entity
+Changes = list[tuple[str, BaseModel | None]]  # entity key -> its new value (None: removed)
 
 
 def bundle_of(key: str) -> str:
@@ -54,8 +55,19 @@ def bundle_of(key: str) -> str:
     return key
 
 
-# The node's entities (site, journal, bins, sku:…, order:…, task:…, supply:…) as JSON text, in bundles.
-ENTITIES = StoreSpec[Bundle]("entities", encode=orjson.dumps, decode=orjson.loads)
+def encode_bundle(bundle: Bundle) -> bytes:
+    """A bundle's changelog value: its entities' JSON, each written by pydantic (fields left at their default
+    are left out: a finished order's empty lists and unset stamps would be most of its bytes)."""
+    return orjson.dumps({key: orjson.Fragment(entity.model_dump_json(exclude_defaults=True))
+                         for key, entity in bundle.items()})
+
+
+def decode_bundle(raw: bytes) -> Bundle:
+    return {key: entity_type(key).model_validate(doc) for key, doc in orjson.loads(raw).items()}
+
+
+# The node's entities (site, journal, bins, sku:…, order:…, task:…, supply:…), in bundles.
+ENTITIES = StoreSpec[Bundle]("entities", encode=encode_bundle, decode=decode_bundle)
 
 
 class Entities:
@@ -64,16 +76,23 @@ class Entities:
     def __init__(self, store: Store[Bundle]) -> None:
         self.store = store
 
-    def get(self, key: str) -> str | None:
+    def entity(self, key: str) -> BaseModel | None:
+        """The entity itself (a handler may change it in place, then must ``write`` it)."""
         bundle = self.store.get(bundle_of(key))
         return None if bundle is None else bundle.get(key)
 
-    def committed(self, key: str) -> str | None:
-        """As of the last commit (for readers outside the batches)."""
-        bundle = self.store.committed_value(bundle_of(key))
-        return None if bundle is None else bundle.get(key)
+    def get(self, key: str) -> str | None:
+        """The entity's JSON text."""
+        entity = self.entity(key)
+        return None if entity is None else entity.model_dump_json()
 
-    def write(self, changes: Iterable[tuple[str, str | None]]) -> None:
+    def committed(self, key: str) -> str | None:
+        """As of the last commit, as JSON text (for readers outside the batches)."""
+        bundle = self.store.committed_value(bundle_of(key))
+        entity = None if bundle is None else bundle.get(key)
+        return None if entity is None else entity.model_dump_json()
+
+    def write(self, changes: Iterable[tuple[str, BaseModel | None]]) -> None:
         """Put changed entities (None: removed); each bundle touched is put once, as a new value."""
         touched: dict[str, Bundle] = {}
         for key, value in changes:
@@ -90,9 +109,14 @@ class Entities:
             else:
                 self.store.delete(name)
 
-    def items(self) -> Iterator[tuple[str, str]]:
+    def entities(self) -> Iterator[tuple[str, BaseModel]]:
         for _, bundle in self.store.items():
             yield from bundle.items()
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Every entity as JSON text."""
+        for key, entity in self.entities():
+            yield key, entity.model_dump_json()
 
 
 class MasterData:
@@ -130,10 +154,17 @@ class MasterData:
 class Committed:
     """What one batch changed, handed to the views, the janitor and the HTTP waiters once it committed."""
 
-    changes: Changes = field(default_factory=list)
+    changed: dict[str, BaseModel | None] = field(default_factory=dict)  # the latest value of each key changed
     replies: Replies = field(default_factory=dict)
     gone: list[str] = field(default_factory=list)
     now: datetime | None = None
+
+    @property
+    def changes(self) -> Changes:
+        return list(self.changed.items())
+
+    def add(self, changes: Iterable[tuple[str, BaseModel | None]]) -> None:
+        self.changed.update(changes)
 
 
 class CommitSink:
@@ -170,7 +201,6 @@ class NodeService(StreamService):
         self.task_ctx: TaskContext | None = None  # the node's one task, once assigned (read by the HTTP API)
         self._batch: Committed | None = None
         self._batch_callback: AfterCommit | None = None
-        self._site: tuple[str, Site] | None = None  # the site as last parsed, with the text it came from
 
     # ------------------------------------------------------------------ engine hooks
 
@@ -184,11 +214,11 @@ class NodeService(StreamService):
     def on_assigned(self, ctx: TaskContext) -> None:
         """Restored: every entity counts as finished from now (janitor), and the views are rebuilt from it."""
         self.task_ctx = ctx
-        everything: Changes = list(Entities(ctx.store(ENTITIES.name)).items())
+        everything: Changes = list(Entities(ctx.store(ENTITIES.name)).entities())
         now = datetime.now(UTC)
         self.janitor = Janitor(self.janitor.retain.total_seconds())
         self.janitor.observe(everything, now)
-        self.sink.committed(Committed(changes=everything, now=now))
+        self.sink.committed(Committed(changed=dict(everything), now=now))
 
     def on_revoked(self, task: int) -> None:
         self.task_ctx = None
@@ -198,7 +228,8 @@ class NodeService(StreamService):
         emits = self.apply(ctx, message, envelope.id, envelope.time)
         ctx.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
         if isinstance(message, WORKER_COMMANDS):
-            self.batch(ctx).replies.update(_replies(envelope.id, emits))
+            task = Entities(ctx.store(ENTITIES.name)).entity(task_key(message.task_id))
+            self.batch(ctx).replies[envelope.id] = _reply(self.location, envelope.id, emits, task)
 
     def on_timer(self, ctx: TaskContext) -> None:
         store = Entities(ctx.store(ENTITIES.name))
@@ -211,7 +242,7 @@ class NodeService(StreamService):
         if gone:
             store.write((key, None) for key in gone)
             batch = self.batch(ctx)
-            batch.changes += [(key, None) for key in gone]
+            batch.add((key, None) for key in gone)
             batch.gone += gone
 
     # ------------------------------------------------------------------ the work
@@ -222,12 +253,12 @@ class NodeService(StreamService):
         first_met = [sku for sku in skus_of(message) if store.get(sku_key(sku)) is None]
         core_ctx = Context(now=now, info=self.master.info, ledger=self.master.ledger_on_hand(first_met),
                            catalog=self.master.catalog)
-        unit = Unit(store.get)
+        unit = Unit(store.entity)
         emits = self.node.handle(unit, message, message_id, core_ctx)
         changes = unit.changes()
         store.write(changes)
         batch = self.batch(ctx)
-        batch.changes += changes
+        batch.add(changes)
         batch.now = now
         return emits
 
@@ -240,12 +271,8 @@ class NodeService(StreamService):
         return (wave_at is not None and wave_at <= now) or any(until <= now for until in site.claims.values())
 
     def site(self, store: Entities) -> Site | None:
-        raw = store.get("site")
-        if raw is None:
-            return None
-        if self._site is None or self._site[0] is not raw:
-            self._site = (raw, Site.model_validate_json(raw))
-        return self._site[1]
+        site = store.entity("site")
+        return site if isinstance(site, Site) else None
 
     def batch(self, ctx: TaskContext) -> Committed:
         """This batch's buffer for after the commit: one per batch (a rolled-back batch's buffer is dropped with
@@ -264,10 +291,15 @@ class NodeService(StreamService):
         return self._batch
 
 
-def _replies(command_id: str, emits: list[Emit]) -> Replies:
+def _reply(location: str, command_id: str, emits: list[Emit], task: BaseModel | None) -> dict[str, Any]:
+    """The task update a worker's command caused; for a command applied before (sent twice), the task as it is."""
     update = next((e.message for e in emits if isinstance(e.message, TaskUpdated)
                    and e.message.command_id == command_id), None)
-    return {command_id: reply_of(update.model_dump(mode="json") if update else None, command_id)}
+    if update is None and isinstance(task, Task) and task.seen(command_id):
+        update = TaskUpdated(task_id=task.task_id, location=location, kind=task.kind,
+                             status=task.status, worker=task.worker or task.done_by,
+                             claimed_until=task.claimed_until, command_id=command_id)
+    return reply_of(update.model_dump(mode="json") if update else None, command_id)
 
 
 __all__ = ["ENTITIES", "CommitSink", "Committed", "Entities", "MasterData", "NodeService", "bundle_of"]

@@ -18,9 +18,12 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
+from pydantic import BaseModel
 
 REPLY_TTL_S = 600
 DONE_KEPT = 200
+VIEWED = ("task", "sku", "site")  # the kinds of entity the views show
+Doc = dict[str, Any]
 
 
 class NodeViews:
@@ -34,11 +37,17 @@ class NodeViews:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def write(self, changes: Iterable[tuple[str, str | None]], replies: dict[str, dict[str, Any]]) -> None:
+    async def write(self, docs: Iterable[tuple[str, Doc | None]], replies: dict[str, Doc]) -> None:
+        """Entities' view documents (see ``view_doc``) and replies, in one pipeline."""
         pipe = self.redis.pipeline(transaction=False)
         n = 0
-        for key, value in changes:
-            n += _stage(pipe, self.prefix, key, value)
+        done: list[Doc] = []
+        for key, doc in docs:
+            n += _stage(pipe, self.prefix, key, doc, done)
+        if done:  # only the latest finished tasks are kept: the older ones of this write are never added
+            latest = done[-DONE_KEPT:]
+            pipe.zadd(self._key("done"), {orjson.dumps(d): _epoch(d.get("done_at")) for d in latest})
+            pipe.zremrangebyrank(self._key("done"), 0, -DONE_KEPT - 1)
         for command_id, reply in replies.items():
             pipe.set(self._key(f"reply:{command_id}"), orjson.dumps(reply), ex=REPLY_TTL_S)
             n += 1
@@ -70,17 +79,24 @@ class NodeViews:
         return orjson.loads(raw) if raw else None
 
 
-def _stage(pipe: Any, prefix: str, key: str, value: str | None) -> int:
+def view_doc(value: BaseModel | str | None) -> Doc | None:
+    """What the views show of an entity (or of its JSON text): everything but its applied ids."""
+    if value is None:
+        return None
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude={"applied"})
+    doc: Doc = orjson.loads(value)
+    doc.pop("applied", None)
+    return doc
+
+
+def _stage(pipe: Any, prefix: str, key: str, doc: Doc | None, done: list[Doc]) -> int:
     kind, _, name = key.partition(":")
-    doc = orjson.loads(value) if value else None
-    if doc is not None:
-        doc.pop("applied", None)
     if kind == "task":
         if doc is None or doc["status"] in ("done", "cancelled"):
             pipe.hdel(prefix + "tasks", name)
             if doc is not None:  # the same finished task is the same member: re-writing it adds nothing
-                pipe.zadd(prefix + "done", {orjson.dumps(doc): _epoch(doc.get("done_at"))})
-                pipe.zremrangebyrank(prefix + "done", 0, -DONE_KEPT - 1)
+                done.append(doc)
         else:
             pipe.hset(prefix + "tasks", name, orjson.dumps(doc))
         return 1
@@ -122,15 +138,19 @@ class ViewWriter:
     def __init__(self, views: NodeViews, retry_s: float = 0.5) -> None:
         self.views = views
         self.retry_s = retry_s
-        self._changes: dict[str, str | None] = {}
-        self._replies: dict[str, dict[str, Any]] = {}
+        self._changes: dict[str, Doc | None] = {}
+        self._replies: dict[str, Doc] = {}
         self._ready = asyncio.Event()
         self.written = 0
 
-    def put(self, changes: Iterable[tuple[str, str | None]], replies: dict[str, dict[str, Any]]) -> None:
+    def put(self, changes: Iterable[tuple[str, BaseModel | str | None]], replies: dict[str, Doc]) -> None:
+        """A committed batch's changed entities: their view documents are taken now (the entities may change in
+        place in a later batch), written soon."""
         for key, value in changes:
+            if key.partition(":")[0] not in VIEWED:
+                continue
             self._changes.pop(key, None)  # the latest value of a key, in the order of its latest change
-            self._changes[key] = value
+            self._changes[key] = view_doc(value)
         self._replies.update(replies)
         self._ready.set()
 

@@ -496,20 +496,22 @@ def test_a_backlog_is_released_a_few_waves_per_tick() -> None:
 
 
 def test_the_view_writer_coalesces_in_order_and_keeps_the_latest_value() -> None:
-    written: list[tuple[list[tuple[str, str | None]], dict[str, Any]]] = []
+    written: list[tuple[list[tuple[str, Any]], dict[str, Any]]] = []
 
     class Views:
-        async def write(self, changes: list[tuple[str, str | None]], replies: dict[str, Any]) -> None:
+        async def write(self, changes: list[tuple[str, Any]], replies: dict[str, Any]) -> None:
             written.append((changes, replies))
 
     async def play() -> None:
         writer = ViewWriter(Views())  # type: ignore[arg-type]
-        writer.put([("task:a", "1"), ("sku:X", "x1")], {})
-        writer.put([("task:a", "2"), ("task:b", "b")], {"cmd": {"status": "done"}})
+        writer.put([("task:a", '{"n": 1}'), ("sku:X", '{"n": "x1"}'), ("order:O", '{"n": 0}')], {})
+        writer.put([("task:a", '{"n": 2, "applied": ["m"]}'), ("task:b", '{"n": "b"}')], {"cmd": {"status": "done"}})
         task = asyncio.create_task(writer.run())
         while not writer.idle() or not written:
             await asyncio.sleep(0.01)
         task.cancel()
 
     asyncio.run(play())
-    assert written == [([("sku:X", "x1"), ("task:a", "2"), ("task:b", "b")], {"cmd": {"status": "done"}})]
+    # orders are not viewed; applied ids are left out
+    assert written == [([("sku:X", {"n": "x1"}), ("task:a", {"n": 2}), ("task:b", {"n": "b"})],
+                        {"cmd": {"status": "done"}})]

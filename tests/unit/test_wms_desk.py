@@ -142,14 +142,16 @@ def test_confirming_a_done_task_again_is_refused_and_changes_nothing() -> None:
     assert n.request("O-1", REQUEST)["stage"] == "shipped"
 
 
-def test_repeated_message_id_replays_the_same_emits() -> None:
+def test_a_repeated_message_id_acts_once_and_sends_nothing_again() -> None:
+    """What the first delivery sent was committed with the entity that recorded its id (one transaction)."""
     n = node()
-    first = n.send(n.fulfil("O-1", ("TEE-M", 1)), "f-1")
-    assert n.send(n.fulfil("O-1", ("TEE-M", 1)), "f-1") == first
-    picked = n.send(n.confirm(f"{REQUEST}/pick"), "c-1")
+    assert n.send(n.fulfil("O-1", ("TEE-M", 1)), "f-1")
+    assert n.send(n.fulfil("O-1", ("TEE-M", 1)), "f-1") == []
+    assert n.send(n.confirm(f"{REQUEST}/pick"), "c-1")
     before = dict(n.table)
-    assert n.send(n.confirm(f"{REQUEST}/pick"), "c-1") == picked
+    assert n.send(n.confirm(f"{REQUEST}/pick"), "c-1") == []
     assert n.table == before
+    assert n.request("O-1", REQUEST)["open_task"] == f"{REQUEST}/pack"
 
 
 def test_same_request_under_a_new_message_id_is_not_accepted_twice() -> None:

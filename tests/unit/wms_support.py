@@ -23,7 +23,7 @@ from schemas.wms import (
 from services.runtime.outbox import Emit
 from services.runtime.processing import Store, TaskContext
 from services.wms_node.domain.layout import LayoutSpec
-from services.wms_node.domain.model import Site, SkuStock, Task, WaveRules, sku_key, task_key
+from services.wms_node.domain.model import Site, SkuStock, Task, WaveRules, entity_type, sku_key, task_key
 from services.wms_node.domain.node import Node
 from services.wms_node.domain.work import NodeConfig, SiteInfo, SkuData
 from services.wms_node.service import ENTITIES, Bundle, Entities, MasterData, NodeService, bundle_of
@@ -77,7 +77,7 @@ class NodeHarness:
     def replace(self, key: str, value: str) -> None:
         """Overwrite an entity as a reconfiguration would (a committed value)."""
         name = bundle_of(key)
-        bundle = {**(self.bundles.committed_value(name) or {}), key: value}
+        bundle = {**(self.bundles.committed_value(name) or {}), key: entity_type(key).model_validate_json(value)}
         self.bundles.restore(name, ENTITIES.encode(bundle))
 
     def advance(self, seconds: float) -> None:

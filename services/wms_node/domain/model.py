@@ -10,20 +10,20 @@ Entities:
   ``supply:{id}``     one delivery being received
 
 A message's *primary* entity (the order of a request, the task of a claim or confirmation, the delivery of a
-SupplyArrived, the journal for timer ticks and counts) records the message id with the messages it emitted, so a
-re-delivered message replays them instead of acting twice.
+SupplyArrived, the journal for timer ticks and counts) records the message id, so a message delivered twice acts
+once. What a message sent is not kept: the engine commits the entities, the messages they caused and the input's
+offset in one transaction, so an entity that records a message as applied was committed with what it sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from schemas.wms import DeliveryMode, ExpectedLine, FulfilmentLine, Parcel, TaskKind, TaskLine, TaskStatus
-from services.runtime.outbox import AppliedLog
 from services.wms_node.domain.layout import LayoutSpec
 
 RequestStage = Literal[
@@ -32,6 +32,27 @@ RequestStage = Literal[
 ]
 FINISHED_STAGES = frozenset({"shipped", "handed_over", "short", "cancelled", "rejected"})
 TaskPurpose = Literal["order", "supply", "count", "restock"]
+
+
+class Applied(BaseModel):
+    """An entity that is the primary of messages: the ids of the latest ones it applied, at most ``keep_applied``."""
+
+    keep_applied: ClassVar[int] = 20
+    applied: list[str] = []
+
+    @field_validator("applied", mode="before")
+    @classmethod
+    def _ids_of_an_older_log(cls, value: Any) -> Any:
+        """Entities written before the ids stood alone kept them in a log with copies of the emits."""
+        return value.get("ids", []) if isinstance(value, dict) else value
+
+    def seen(self, message_id: str) -> bool:
+        return message_id in self.applied
+
+    def record(self, message_id: str) -> None:
+        self.applied.append(message_id)
+        if len(self.applied) > self.keep_applied:
+            del self.applied[: len(self.applied) - self.keep_applied]
 
 
 class WaveRules(BaseModel):
@@ -65,11 +86,10 @@ class Site(BaseModel):
         return "site"
 
 
-class Journal(BaseModel):
-    """The applied log of the messages about the whole location (the timer's ticks, count requests): kept apart
-    from the site, which every accepted request rewrites, because a tick's emits (a wave's tasks) are large."""
+class Journal(Applied):
+    """The applied ids of the messages about the whole location (the timer's ticks, count requests)."""
 
-    applied: AppliedLog = AppliedLog(keep_ids=200, keep_emits=4)
+    keep_applied: ClassVar[int] = 200
 
     @property
     def key(self) -> str:
@@ -122,17 +142,17 @@ class Request(BaseModel):
     reason: str | None = None
 
 
-class OrderWork(BaseModel):
+class OrderWork(Applied):
+    keep_applied: ClassVar[int] = 100
     order_id: str
     requests: dict[str, Request] = {}
-    applied: AppliedLog = AppliedLog(keep_ids=100, keep_emits=16)
 
     @property
     def key(self) -> str:
         return order_key(self.order_id)
 
 
-class Task(BaseModel):
+class Task(Applied):
     task_id: str
     kind: TaskKind
     purpose: TaskPurpose = "order"
@@ -148,7 +168,6 @@ class Task(BaseModel):
     created_at: datetime | None = None
     done_at: datetime | None = None
     done_by: str | None = None
-    applied: AppliedLog = AppliedLog(keep_ids=20, keep_emits=4)
 
     @property
     def key(self) -> str:
@@ -160,12 +179,11 @@ class Received(BaseModel):
     damaged: int = 0
 
 
-class Supply(BaseModel):
+class Supply(Applied):
     supply_id: str
     expected: list[ExpectedLine]
     stage: Literal["receiving", "putting_away", "received"] = "receiving"
     received: dict[str, Received] = {}
-    applied: AppliedLog = AppliedLog(keep_ids=20, keep_emits=4)
 
     @property
     def key(self) -> str:
@@ -200,21 +218,28 @@ def entity_type(key: str) -> type[BaseModel]:
     return KINDS[key.split(":", 1)[0]]
 
 
-class Unit:
-    """The entities one message reads and changes. Loads lazily through ``loader`` (raw JSON by key, or None);
-    ``changes()`` lists what differs from what was loaded, so only changed entities are written."""
+Loaded = str | bytes | BaseModel | None
 
-    def __init__(self, loader: Callable[[str], str | bytes | None]) -> None:
+
+class Unit:
+    """The entities one message reads and changes. Loads lazily through ``loader``: by key, the entity a store
+    holds (changed in place, and written back whenever it was loaded: telling whether it changed would cost more
+    than writing it) or its JSON text (written back only if it changed), or None."""
+
+    def __init__(self, loader: Callable[[str], Loaded]) -> None:
         self._loader = loader
-        self._loaded: dict[str, str | None] = {}
+        self._loaded: dict[str, str | None] = {}  # the text an entity came from (absent: loaded as an object)
         self._entities: dict[str, Any] = {}
 
     def get(self, key: str, kind: type[E]) -> E | None:
         if key not in self._entities:
             raw = self._loader(key)
-            text = raw.decode() if isinstance(raw, bytes) else raw
-            self._loaded[key] = text
-            self._entities[key] = kind.model_validate_json(text) if text else None
+            if isinstance(raw, BaseModel):
+                self._entities[key] = raw
+            else:
+                text = raw.decode() if isinstance(raw, bytes) else raw
+                self._loaded[key] = text
+                self._entities[key] = kind.model_validate_json(text) if text else None
         return self._entities[key]  # type: ignore[no-any-return]
 
     def add(self, key: str, entity: BaseModel) -> None:
@@ -225,11 +250,13 @@ class Unit:
     def loaded_keys(self) -> list[str]:
         return list(self._entities)
 
-    def changes(self) -> list[tuple[str, str | None]]:
-        """(key, new JSON or None when removed) for every entity that changed, in first-touched order."""
+    def changes(self) -> list[tuple[str, BaseModel]]:
+        """(key, entity) for every entity that may have changed, in first-touched order."""
         out = []
         for key, entity in self._entities.items():
-            new = entity.model_dump_json() if entity is not None else None
-            if new != self._loaded.get(key):
-                out.append((key, new))
+            if entity is None:
+                continue
+            if key in self._loaded and entity.model_dump_json() == self._loaded[key]:
+                continue
+            out.append((key, entity))
         return out

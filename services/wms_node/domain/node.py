@@ -20,11 +20,20 @@ from schemas.wms import (
     RequestCount,
     SupplyArrived,
 )
-from services.runtime.outbox import AppliedLog, Emit
+from services.runtime.outbox import Emit
 from services.wms_node.domain import claims
 from services.wms_node.domain.counts import Counting
 from services.wms_node.domain.fulfilment import Fulfilment
-from services.wms_node.domain.model import Journal, Task, Unit, entity_type, order_key, supply_key, task_key
+from services.wms_node.domain.model import (
+    Applied,
+    Journal,
+    Task,
+    Unit,
+    entity_type,
+    order_key,
+    supply_key,
+    task_key,
+)
 from services.wms_node.domain.receiving import Receiving
 from services.wms_node.domain.stock import put_away_done
 from services.wms_node.domain.work import Context, NodeConfig
@@ -67,23 +76,17 @@ class Node:
         key = primary_key(message)
         kind = entity_type(key)
         primary = unit.get(key, kind)
-        if primary is not None and _applied(primary).seen(message_id):
-            return _applied(primary).replay(message_id)
+        if isinstance(primary, Applied) and primary.seen(message_id):
+            return []  # what it sent was committed with the entity that recorded it
         run = Run(self.location, self.config, unit, ctx, message_id)
         run.dispatch(message)
         primary = unit.get(key, kind)
         if primary is None and kind is Journal:
             primary = Journal()
             unit.add(key, primary)
-        if primary is not None:
-            _applied(primary).record(message_id, run.emits)
+        if isinstance(primary, Applied):
+            primary.record(message_id)
         return run.emits
-
-
-def _applied(entity: object) -> AppliedLog:
-    applied = getattr(entity, "applied", None)
-    assert isinstance(applied, AppliedLog)
-    return applied
 
 
 class Run(Fulfilment, Receiving, Counting):
