@@ -55,6 +55,15 @@ CHANGELOG_SPEC = TopicSpec(
 )
 
 
+# Compacted, with segments rolled every minute and cleaned once a fifth is stale: a restore reads the
+# latest value of each key plus at most a few minutes of history, not every version ever written.
+CHANGELOG_CONFIG: dict[str, str] = {
+    "cleanup.policy": "compact",
+    "segment.ms": "60000",
+    "min.cleanable.dirty.ratio": "0.2",
+}
+
+
 def changelog_name(settings: Settings, service: str, store: str) -> str:
     """The changelog topic of a service's store (the engine's naming)."""
     return f"{settings.namespace}.{service}-{store}-changelog"
@@ -70,7 +79,7 @@ def changelog_topics(settings: Settings, locations: Iterable[str] = ()) -> list[
                     PlannedTopic(
                         name=changelog_name(settings, name, store),
                         partitions=STATE_STORE_PARTITIONS.get(service, settings.partitions),
-                        config={"cleanup.policy": "compact"},
+                        config=dict(CHANGELOG_CONFIG),
                         spec=CHANGELOG_SPEC,
                     )
                 )

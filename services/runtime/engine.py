@@ -42,7 +42,7 @@ from schemas.base import Message
 from schemas.envelope import Envelope, InvalidMessage, decode, encode, envelope_for
 from schemas.network import DeadLettered
 from schemas.topics import DEAD_LETTERS
-from services.runtime.admin import changelog_name
+from services.runtime.admin import CHANGELOG_CONFIG, changelog_name
 from services.runtime.assignor import TaskAssignor
 from services.runtime.logs import get_logger
 from services.runtime.processing import AfterCommit, Incoming, Outgoing, Store, StreamService, TaskContext
@@ -264,7 +264,7 @@ class Engine:
                     continue
                 topic = NewTopic(
                     name, self._partitions, self.settings.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"},
+                    topic_configs=dict(CHANGELOG_CONFIG),
                 )
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([topic])
