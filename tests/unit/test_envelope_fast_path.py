@@ -1,4 +1,4 @@
-"""The envelope's fast paths write and read exactly what the pydantic model does."""
+"""The envelope's fast path writes exactly what the pydantic model does, and reads back the same."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from schemas.envelope import Envelope, InvalidMessage, decode, encode, encode_message, envelope_for
+from schemas.envelope import Envelope, decode, encode, encode_message, envelope_for
 from schemas.inventory import StockReserved
 from schemas.orders import OrderLine, OrderPlaced, PickupAt, ShipTo
 
@@ -47,32 +47,11 @@ def test_encode_message_without_an_id_or_time_makes_them_as_the_model_does() -> 
 
 @pytest.mark.parametrize("moment", MOMENTS)
 @pytest.mark.parametrize("message", MESSAGES)
-def test_decode_of_what_a_service_writes_equals_the_models_validation(
+def test_what_the_fast_path_writes_decodes_to_the_same_envelope_and_message(
     moment: datetime, message: OrderPlaced | StockReserved
 ) -> None:
-    raw = encode(envelope_for(message, source="s", correlationid="c", causationid="x", event_id="e", time=moment))
+    raw = encode_message(message, source="s", correlationid="c", causationid="x", event_id="e", time=moment)
     envelope, parsed = decode(raw)
     assert envelope == Envelope.model_validate(orjson.loads(raw))
     assert parsed == message
     assert encode(envelope) == raw
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"specversion": "0.3"}, {"id": ""}, {"source": 5}, {"time": "yesterday"}, {"time": 1767225600},
-        {"data": []}, {"datacontenttype": "text/plain"}, {"subject": 3}, {"traceparent": "00-abc"},
-    ],
-)
-def test_decode_gives_unusual_envelopes_to_the_model(change: dict[str, object]) -> None:
-    document = orjson.loads(encode(envelope_for(MESSAGES[2], source="s", correlationid="c", causationid=None)))
-    document.update(change)
-    raw = orjson.dumps(document)
-    try:
-        expected = Envelope.model_validate(document)
-    except ValueError:
-        with pytest.raises(InvalidMessage, match="invalid CloudEvents envelope"):
-            decode(raw)
-        return
-    envelope, _ = decode(raw)
-    assert envelope == expected

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from schemas.base import Message
 from schemas.envelope import derived_id
@@ -119,28 +119,29 @@ class Deadline(BaseModel):
 
 
 class OrderState(BaseModel):
+    # default factories: pydantic deep-copies a mutable default for every instance, a third of building one
     order_id: str
     placed: dict[str, Any]
     status: OrderStatus = "accepted"
     reason: str | None = None
     attempt: int = 0
-    planned: list[PlannedLine] = []
-    excluded: list[str] = []
-    caps: dict[str, int] = {}
-    shipped: dict[int, int] = {}
-    cancelled: dict[int, int] = {}
-    shipments: list[ShipmentView] = []
-    returns: list[dict[str, Any]] = []
-    requests: dict[str, str] = {}
+    planned: list[PlannedLine] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+    caps: dict[str, int] = Field(default_factory=dict)
+    shipped: dict[int, int] = Field(default_factory=dict)
+    cancelled: dict[int, int] = Field(default_factory=dict)
+    shipments: list[ShipmentView] = Field(default_factory=list)
+    returns: list[dict[str, Any]] = Field(default_factory=list)
+    requests: dict[str, str] = Field(default_factory=dict)
     request_seq: int = 0
     ship_to_store: bool = False
     promised_date: datetime | None = None
     deadline: Deadline | None = None
-    history: list[dict[str, Any]] = []
-    last_decision: dict[str, Any] = {}
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    last_decision: dict[str, Any] = Field(default_factory=dict)
     rule_set: str = "default"
     rule_set_version: int = 1
-    applied: AppliedLog = AppliedLog(keep_ids=500, keep_emits=32)
+    applied: AppliedLog = Field(default_factory=lambda: AppliedLog(keep_ids=500, keep_emits=32))
     version: int = 0
 
     @cached_property
