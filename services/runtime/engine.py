@@ -89,6 +89,10 @@ class EngineConfig:
     """Tuning of the loop and its producers (defaults measured in docs/decisions/0001-processing.md)."""
 
     max_records: int = 2000
+    # a task commits at least this often under load: a burst's first batch (2,000 orders planned, seconds of
+    # work) would otherwise hold every answer it causes, and the answers to it, until it is all done; the
+    # records not applied by then are read again for the next batch (the budget is shared by the batch's tasks)
+    batch_budget_s: float = 0.1
     poll_timeout_ms: int = 100
     linger_ms: int = 5
     max_batch_size: int = 512 * 1024
@@ -418,18 +422,19 @@ class Engine:
             if tp.partition in self.tasks:
                 by_task.setdefault(tp.partition, []).append(batch)
         now = datetime.now(UTC)
+        budget = self.config.batch_budget_s / max(len(by_task), 1)
         work = []
         for task_id, batches in by_task.items():
             # offset order within each partition; across the inputs, the oldest head first
             ordered = list(heapq.merge(*batches, key=lambda r: r.timestamp))
-            work.append(self._process_task(self.tasks[task_id], ordered, now))
+            work.append(self._process_task(self.tasks[task_id], ordered, now, budget))
         await asyncio.gather(*work)
 
-    async def _process_task(self, task: Task, records: list[ConsumerRecord], now: datetime) -> None:
+    async def _process_task(self, task: Task, records: list[ConsumerRecord], now: datetime, budget_s: float) -> None:
         if task.isolate:
             await self._process_isolated(task, records, now)
             return
-        offsets, dead = self._apply(task, records, now)
+        offsets, dead = self._apply(task, records, now, budget_s)
         if not (offsets or dead or task.ctx.outgoing):
             return
         error = await self._commit(task, offsets, dead)
@@ -463,15 +468,20 @@ class Engine:
                 del task.isolate[tp]
 
     def _apply(
-        self, task: Task, records: list[ConsumerRecord], now: datetime
+        self, task: Task, records: list[ConsumerRecord], now: datetime, budget_s: float | None = None
     ) -> tuple[dict[TopicPartition, int], list[Outgoing]]:
-        """Hand each new record to the service; a record it cannot use is dead-lettered, never half-applied."""
+        """Hand each new record to the service; a record it cannot use is dead-lettered, never half-applied.
+        Past ``budget_s`` the rest is left for the next batch (read again from where this one stops)."""
         ctx = task.ctx
         ctx.now = now
         applied: list[tuple[Envelope, Message, Incoming]] = []
         dead: list[Outgoing] = []
         offsets: dict[TopicPartition, int] = {}
-        for record in records:
+        deadline = time.monotonic() + budget_s if budget_s is not None else None
+        for index, record in enumerate(records):
+            if deadline is not None and applied and time.monotonic() > deadline:
+                self._leave_for_next_batch(task, records[index:])
+                break
             tp = TopicPartition(record.topic, record.partition)
             if record.offset < task.next[tp]:
                 continue  # read again after a seek: already in this batch or committed
@@ -495,6 +505,12 @@ class Engine:
                 continue
             applied.append((envelope, message, incoming))
         return offsets, dead
+
+    def _leave_for_next_batch(self, task: Task, records: list[ConsumerRecord]) -> None:
+        """Read these records again in a later batch: their partitions go back to the first one not applied."""
+        assert self.consumer is not None
+        for tp in {TopicPartition(r.topic, r.partition) for r in records}:
+            self.consumer.seek(tp, task.next[tp])
 
     def _reapply(
         self, ctx: TaskContext, applied: list[tuple[Envelope, Message, Incoming]], dead: list[Outgoing]

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from schemas.envelope import decode
 from schemas.topics import DEAD_LETTERS
 from services.runtime.admin import LagProbe, wait_caught_up
-from services.runtime.engine import Engine, changelog_topic
+from services.runtime.engine import Engine, EngineConfig, changelog_topic
 from services.runtime.settings import Settings
 from tests.support_engine import (
     TOY_IN,
@@ -29,8 +29,10 @@ from tests.support_engine import (
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, service: ToyCounter | None = None) -> AsyncIterator[Engine]:
-    engine = Engine(service or ToyCounter(settings), settings)
+async def running(
+    settings: Settings, service: ToyCounter | None = None, config: EngineConfig | None = None
+) -> AsyncIterator[Engine]:
+    engine = Engine(service or ToyCounter(settings), settings, config)
     job = asyncio.create_task(engine.run())
     try:
         await asyncio.wait_for(engine.started.wait(), timeout=60)
@@ -80,6 +82,21 @@ async def test_every_input_counted_once_and_state_restored_after_restart(setting
     assert {sku: counts[sku] for sku in skus} == {sku: {"n": 11, "total": 21} for sku in skus}
     changelog = await read_all(settings, changelog_topic(settings, "toy-counter", "counts"))
     assert {key.decode() for key, _ in changelog if key} == set(skus)
+
+
+async def test_a_batch_over_its_time_budget_leaves_the_rest_for_the_next_one_and_nothing_is_lost(
+    settings: Settings,
+) -> None:
+    await create_toy_topics(settings)
+    skus = [f"SKU-{i}" for i in range(8)]
+    await publish(settings, [(s.encode(), toy_command(f"t-{s}-{n}", s, qty=1)) for n in range(12) for s in skus])
+    async with running(settings, config=EngineConfig(batch_budget_s=0.0)) as engine:  # one input per batch
+        found = await outputs(settings, 96)
+        counts = counts_of(engine)
+        transactions = engine.stats.transactions
+    assert sorted(o["id"] for o in found) == sorted(f"t-{s}-{n}" for n in range(12) for s in skus)
+    assert {sku: counts[sku]["n"] for sku in skus} == {sku: 12 for sku in skus}
+    assert transactions >= 96  # every input its own transaction: the rest of each batch was read again
 
 
 async def test_poison_message_dead_lettered_while_the_rest_goes_on(settings: Settings) -> None:
