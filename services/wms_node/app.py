@@ -22,7 +22,7 @@ from services.wms_node.autowork import AutoWorkers
 from services.wms_node.config import config_row, node_config
 from services.wms_node.domain.node import Node
 from services.wms_node.domain.workers import AutoWorker, behaviour_for
-from services.wms_node.service import ENTITIES, CommitSink, Committed, Entities, MasterData, NodeService
+from services.wms_node.service import CommitSink, Committed, MasterData, NodeService
 from services.wms_node.views import NodeViews, ViewWriter
 from services.wms_node.web import CommandDesk, node_web
 
@@ -80,7 +80,7 @@ class NodeProcess:
     def read(self, key: str) -> str | None:
         """An entity as last committed (None when unknown, or while the node's task is not assigned here)."""
         ctx = self.service.task_ctx
-        return None if ctx is None else Entities(ctx.store(ENTITIES.name)).committed(key)
+        return None if ctx is None else self.service.entities(ctx).committed(key)
 
     def web(self) -> web.Application:
         return node_web(self.location, self.read, self.views, self.desk)

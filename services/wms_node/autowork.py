@@ -25,6 +25,7 @@ from services.wms_node.domain.workers import AutoWorker
 
 log = get_logger(__name__)
 Confirm = tuple[bytes, bytes]  # (key, value) of a ConfirmTask on the inbox
+MAX_BATCH = 1000
 
 
 class AutoWorkers:
@@ -64,7 +65,8 @@ class AutoWorkers:
         )
         # confirmations go out idempotently, outside any transaction: an open transaction on the node's inbox
         # (a worker killed part-way) would hold every later message of the inbox from the node until it timed out
-        sender = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+        sender = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+                                  compression_type="lz4")
         # the task topic's offsets are committed in the node's group in offsets-only transactions (a consumer
         # outside the group cannot commit in it otherwise)
         committer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, transactional_id=f"{self.group}-auto-workers",
@@ -77,7 +79,8 @@ class AutoWorkers:
             consumer.assign(partitions)  # no group membership: the node's engine has it
             log.info("auto_workers_started", partitions=len(partitions), pace_s=self.worker.behaviour.pace_s)
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=50)
+                # large batches: one offsets-only transaction (three round trips) per batch of confirmations
+                batches = await consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
                 if batches:
                     await self._confirm_batch(sender, committer, batches)
         finally:

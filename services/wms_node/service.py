@@ -13,6 +13,7 @@ The timer (``on_timer``) releases due waves and lapsed claims by applying a ``No
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,16 @@ from schemas.wms import NodeTick, TaskUpdated
 from services.runtime.logs import get_logger
 from services.runtime.outbox import Emit
 from services.runtime.processing import AfterCommit, Incoming, Store, StoreSpec, StreamService, TaskContext
-from services.wms_node.domain.model import Site, Task, Unit, entity_type, sku_key, task_key
+from services.wms_node.domain.model import (
+    FINISHED_STAGES,
+    OrderWork,
+    Site,
+    Task,
+    Unit,
+    entity_type,
+    sku_key,
+    task_key,
+)
 from services.wms_node.domain.node import WORKER_COMMANDS, Node, skus_of
 from services.wms_node.domain.waves import next_due_at
 from services.wms_node.domain.work import Context, SiteInfo, SkuData
@@ -44,15 +54,54 @@ Bundle = dict[str, BaseModel]  # entity key -> the entity
 Changes = list[tuple[str, BaseModel | None]]  # entity key -> its new value (None: removed)
 
 
+ORDERS_PER_BUNDLE = 25  # a wave's work is split so that a bundle stays far below Kafka's record size limit
+
+
 def bundle_of(key: str) -> str:
-    """The store key an entity lives under. An order and its requests' tasks (task ids start with the order id),
-    or a delivery and its tasks, share one: a worker's step changes the order, finishes one task and creates the
-    next, and that is one changelog record instead of three. The site, the journal, the bin map and each SKU
-    have their own (every batch changes the site; a SKU is changed by many orders)."""
+    """Where an entity lives when nothing says otherwise: the site, the journal, the bin map and each SKU under
+    their own key (every batch changes the site; a SKU is changed by many orders); an order, task or delivery
+    with the work it belongs to (task ids start with the id of their order or delivery)."""
     kind, sep, name = key.partition(":")
     if sep and kind in ("order", "task", "supply"):
         return "work:" + name.split("/", 1)[0]
     return key
+
+
+def home_of(key: str, entity: BaseModel, site: BaseModel | None) -> str:
+    """The bundle an entity belongs in now. The work of a wave shares bundles: its orders are picked, packed
+    and shipped together, so each step of twenty orders is one changelog record (or a few) instead of twenty.
+    Accepted orders wait for their wave in one ``intake`` bundle (written with the site in each batch anyway);
+    an order finished without a wave (rejected, cancelled early) and a delivery have their own."""
+    if isinstance(entity, Task) and entity.wave_id:
+        return wave_bundle(entity.wave_id, entity.subject, site)
+    if isinstance(entity, OrderWork):
+        waves = [req.wave_id for req in entity.requests.values() if req.wave_id]
+        if waves:
+            return wave_bundle(waves[-1], entity.order_id, site)
+        if entity.requests and all(req.stage not in FINISHED_STAGES for req in entity.requests.values()):
+            return "intake"
+    return bundle_of(key)
+
+
+def wave_bundle(wave_id: str, order_id: str, site: BaseModel | None) -> str:
+    max_orders = site.waves.max_orders if isinstance(site, Site) else ORDERS_PER_BUNDLE
+    parts = -(-max_orders // ORDERS_PER_BUNDLE)
+    if parts <= 1:
+        return f"wave:{wave_id}"
+    return f"wave:{wave_id}/{zlib.crc32(order_id.encode()) % parts}"
+
+
+class Placement:
+    """Which bundle holds each entity, in memory. Never trusted blindly: a batch rolled back leaves it pointing
+    where the entity is not (moved, created or deleted by that batch), and a look-up that finds the entity
+    missing from its bundle rebuilds it from the store. An entry is only ever removed by a rebuild, so an
+    entity in the store always has one."""
+
+    def __init__(self) -> None:
+        self.where: dict[str, str] = {}
+
+    def rebuild(self, store: Store[Bundle]) -> None:
+        self.where = {key: name for name, bundle in store.items() for key in bundle}
 
 
 def encode_bundle(bundle: Bundle) -> bytes:
@@ -71,14 +120,33 @@ ENTITIES = StoreSpec[Bundle]("entities", encode=encode_bundle, decode=decode_bun
 
 
 class Entities:
-    """The node's entities by their own keys, over a task's store of bundles."""
+    """The node's entities by their own keys, over a task's store of bundles. With the service's ``placement``
+    a look-up is a dictionary read; without one (readers outside the service), a scan."""
 
-    def __init__(self, store: Store[Bundle]) -> None:
+    def __init__(self, store: Store[Bundle], placement: Placement | None = None) -> None:
         self.store = store
+        self.placement = placement
+
+    def bundle_name(self, key: str) -> str | None:
+        """The bundle holding ``key`` now (None: no such entity)."""
+        fixed = bundle_of(key)
+        if fixed == key:
+            return key
+        if self.placement is None:
+            return next((name for name, bundle in self.store.items() if key in bundle), None)
+        name = self.placement.where.get(key)
+        if name is None:
+            return None
+        bundle = self.store.get(name)
+        if bundle is not None and key in bundle:
+            return name
+        self.placement.rebuild(self.store)  # left behind by a rolled-back batch, or deleted
+        return self.placement.where.get(key)
 
     def entity(self, key: str) -> BaseModel | None:
         """The entity itself (a handler may change it in place, then must ``write`` it)."""
-        bundle = self.store.get(bundle_of(key))
+        name = self.bundle_name(key)
+        bundle = None if name is None else self.store.get(name)
         return None if bundle is None else bundle.get(key)
 
     def get(self, key: str) -> str | None:
@@ -88,24 +156,37 @@ class Entities:
 
     def committed(self, key: str) -> str | None:
         """As of the last commit, as JSON text (for readers outside the batches)."""
-        bundle = self.store.committed_value(bundle_of(key))
-        entity = None if bundle is None else bundle.get(key)
-        return None if entity is None else entity.model_dump_json()
+        where = self.placement.where.get(key) if self.placement is not None else None
+        bundle = self.store.committed_value(where) if where else None
+        if bundle is None or key not in bundle:  # not placed yet, or moved since: find its bytes
+            needle = orjson.dumps(key)
+            found = (name for name, raw in self.store.committed_raw_items() if needle in raw)
+            bundle = next((b for b in map(self.store.committed_value, found) if b is not None and key in b), None)
+        return None if bundle is None else bundle[key].model_dump_json()
 
     def write(self, changes: Iterable[tuple[str, BaseModel | None]]) -> None:
-        """Put changed entities (None: removed); each bundle touched is put once, as a new value."""
+        """Put changed entities (None: removed), each in the bundle it belongs in now (moved there if it was
+        elsewhere); each bundle touched is put once."""
         touched: dict[str, Bundle] = {}
-        for key, value in changes:
-            name = bundle_of(key)
+        site = self.entity("site")
+
+        def bundle(name: str) -> Bundle:
             if name not in touched:
-                touched[name] = dict(self.store.get(name) or {})
-            if value is None:
-                touched[name].pop(key, None)
-            else:
-                touched[name][key] = value
-        for name, bundle in touched.items():
-            if bundle:
-                self.store.put(name, bundle)
+                touched[name] = self.store.get(name) or {}
+            return touched[name]
+
+        for key, value in changes:
+            current = self.bundle_name(key)
+            home = None if value is None else home_of(key, value, site)
+            if current is not None and current != home:
+                bundle(current).pop(key, None)
+            if value is not None and home is not None:
+                bundle(home)[key] = value
+                if self.placement is not None:
+                    self.placement.where[key] = home
+        for name, content in touched.items():
+            if content:
+                self.store.put(name, content)
             else:
                 self.store.delete(name)
 
@@ -199,6 +280,7 @@ class NodeService(StreamService):
         self.sink = sink or CommitSink()
         self.on_start = on_start  # starts the master-data feeds (and what else the process runs), until caught up
         self.task_ctx: TaskContext | None = None  # the node's one task, once assigned (read by the HTTP API)
+        self.placement = Placement()
         self._batch: Committed | None = None
         self._batch_callback: AfterCommit | None = None
 
@@ -214,7 +296,8 @@ class NodeService(StreamService):
     def on_assigned(self, ctx: TaskContext) -> None:
         """Restored: every entity counts as finished from now (janitor), and the views are rebuilt from it."""
         self.task_ctx = ctx
-        everything: Changes = list(Entities(ctx.store(ENTITIES.name)).entities())
+        self.placement.rebuild(ctx.store(ENTITIES.name))
+        everything: Changes = list(self.entities(ctx).entities())
         now = datetime.now(UTC)
         self.janitor = Janitor(self.janitor.retain.total_seconds())
         self.janitor.observe(everything, now)
@@ -222,17 +305,18 @@ class NodeService(StreamService):
 
     def on_revoked(self, task: int) -> None:
         self.task_ctx = None
+        self.placement = Placement()
         self._batch = None
 
     def handle(self, ctx: TaskContext, envelope: Envelope, message: Message, record: Incoming) -> None:
         emits = self.apply(ctx, message, envelope.id, envelope.time)
         ctx.send(emits, correlationid=envelope.correlationid, causationid=envelope.id)
         if isinstance(message, WORKER_COMMANDS):
-            task = Entities(ctx.store(ENTITIES.name)).entity(task_key(message.task_id))
+            task = self.entities(ctx).entity(task_key(message.task_id))
             self.batch(ctx).replies[envelope.id] = _reply(self.location, envelope.id, emits, task)
 
     def on_timer(self, ctx: TaskContext) -> None:
-        store = Entities(ctx.store(ENTITIES.name))
+        store = self.entities(ctx)
         now = ctx.now
         if self.tick_due(store, now):
             tick_id = derived_id(self.location, "tick", now)
@@ -247,9 +331,12 @@ class NodeService(StreamService):
 
     # ------------------------------------------------------------------ the work
 
+    def entities(self, ctx: TaskContext) -> Entities:
+        return Entities(ctx.store(ENTITIES.name), self.placement)
+
     def apply(self, ctx: TaskContext, message: Message, message_id: str, now: datetime) -> list[Emit]:
         """One message through the pure core; the entities it changed are put back in the store."""
-        store = Entities(ctx.store(ENTITIES.name))
+        store = self.entities(ctx)
         first_met = [sku for sku in skus_of(message) if store.get(sku_key(sku)) is None]
         core_ctx = Context(now=now, info=self.master.info, ledger=self.master.ledger_on_hand(first_met),
                            catalog=self.master.catalog)
@@ -302,4 +389,5 @@ def _reply(location: str, command_id: str, emits: list[Emit], task: BaseModel | 
     return reply_of(update.model_dump(mode="json") if update else None, command_id)
 
 
-__all__ = ["ENTITIES", "CommitSink", "Committed", "Entities", "MasterData", "NodeService", "bundle_of"]
+__all__ = ["ENTITIES", "CommitSink", "Committed", "Entities", "MasterData", "NodeService", "Placement", "bundle_of",
+           "home_of"]

@@ -14,7 +14,7 @@ from schemas.base import Message
 from schemas.envelope import decode, encode, envelope_for
 from schemas.inventory import AvailabilityChanged
 from schemas.network import Location, LocationConfigured
-from schemas.wms import ClaimTask, ConfirmTask, FulfilmentLine, FulfilOrder, TaskCreated
+from schemas.wms import CancelFulfilment, ClaimTask, ConfirmTask, FulfilmentLine, FulfilOrder, TaskCreated
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
 from services.wms_node.domain.model import WaveRules
 from services.wms_node.domain.node import Node
@@ -120,7 +120,8 @@ def test_a_batch_writes_one_changelog_record_per_entity_and_hands_over_once() ->
     tasks = {f"task:{o}/a1/{LOCATION}/pick" for o in orders}
     entities = {"site", "bins", "sku:TEE", *(f"order:{o}" for o in orders), *tasks}
     assert {k for k, _ in sink.batches[0].changes} == entities
-    assert set(keys) == {"site", "bins", "sku:TEE", *(f"work:{o}" for o in orders)}, "an order and its task: one record"
+    # the orders waited in the intake bundle, then their wave took them and their tasks: one record for all three
+    assert set(keys) == {"site", "bins", "sku:TEE", "intake", f"wave:{LOCATION}-W00001"}
 
 
 def test_the_ledger_on_hand_comes_from_the_availability_view() -> None:
@@ -198,7 +199,8 @@ def test_finished_entities_are_deleted_after_their_retention(restart: bool) -> N
     assert driver.entity(f"task:O-1/a1/{LOCATION}/ship") is None
     assert driver.entity("sku:TEE") is not None
     tombstones = [k for k, v in driver.changelogs[-1] if v is None]
-    assert "work:O-1" in tombstones and (f"task:O-1/a1/{LOCATION}/ship", None) in sink.batches[-1].changes
+    assert f"wave:{LOCATION}-W00001" in tombstones
+    assert (f"task:O-1/a1/{LOCATION}/ship", None) in sink.batches[-1].changes
     assert driver.timer(later + timedelta(seconds=62)) == [] and driver.changelogs[-1] == []
 
 
@@ -208,3 +210,42 @@ def test_views_are_rebuilt_from_the_store_when_the_task_is_assigned() -> None:
     driver.service.on_assigned(driver.ctx)
     assert {k for k, _ in sink.batches[-1].changes} == {k for k, _ in Entities(driver.store).items()} >= {
         "site", "bins", "sku:TEE", "order:O-1"}
+
+
+def test_a_rolled_back_batch_that_moved_orders_leaves_them_where_they_were_committed() -> None:
+    driver, _ = make()
+    driver.batch(driver.record(fulfil("O-1")), driver.record(fulfil("O-2")))
+    driver.batch(driver.record(fulfil("O-3")), fail_at=0)  # took O-1 and O-2 into a wave, then rolled back
+    entities = driver.service.entities(driver.ctx)
+    assert entities.bundle_name("order:O-1") == "intake" and entities.entity("order:O-3") is None
+    out = driver.batch(driver.record(fulfil("O-3")))
+    assert types(out).count("wms.task_created.v1") == 3
+    assert {entities.bundle_name(f"order:O-{k}") for k in (1, 2, 3)} == {f"wave:{LOCATION}-W00001"}
+    assert driver.entity("order:O-1") is not None
+
+
+def test_a_large_wave_is_split_over_a_few_bundles() -> None:
+    driver, _ = make(waves=WaveRules(max_orders=60, max_wait_s=1))
+    out = driver.batch(*(driver.record(fulfil(f"O-{k}")) for k in range(60)))
+    assert types(out).count("wms.task_created.v1") == 60
+    bundles = {key for key, _ in driver.changelogs[-1] if key.startswith("wave:")}
+    assert bundles == {f"wave:{LOCATION}-W00001/{part}" for part in range(3)}
+
+
+def test_an_order_finished_without_a_wave_leaves_the_intake() -> None:
+    driver, _ = make()
+    driver.batch(driver.record(fulfil("O-1")), driver.record(fulfil("O-2")))
+    cancel = CancelFulfilment(request_id=f"O-1/a1/{LOCATION}", order_id="O-1", location=LOCATION, reason="asked")
+    driver.batch(driver.record(cancel))
+    entities = driver.service.entities(driver.ctx)
+    assert entities.bundle_name("order:O-1") == "work:O-1" and entities.bundle_name("order:O-2") == "intake"
+
+
+def test_a_command_sent_twice_is_answered_with_the_task_as_it_is() -> None:
+    driver, sink = make(waves=WaveRules(max_orders=1, max_wait_s=0))
+    driver.batch(driver.record(fulfil("O-1")))
+    claim = ClaimTask(task_id=f"O-1/a1/{LOCATION}/pick", order_id="O-1", location=LOCATION, worker="ann")
+    driver.batch(driver.record(claim, event_id="cmd-1"))
+    assert driver.batch(driver.record(claim, event_id="cmd-1")) == []
+    reply = sink.batches[-1].replies["cmd-1"]
+    assert (reply["status"], reply["worker"], reply["command_id"]) == ("claimed", "ann", "cmd-1")
