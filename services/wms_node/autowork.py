@@ -3,15 +3,17 @@
 They read the location's task topic (read committed: only tasks the node really committed) and confirm every
 new task through the node's inbox, as people would: each confirmation is sent (idempotent producer, no
 transaction, so a worker killed part-way never holds the node's inbox behind an open transaction) and, once
-every confirmation of a batch is delivered, the batch's offsets are committed in the node's consumer group (so
-the namespace's lag covers the task topic too), in an offsets-only transaction. A crash in between confirms
-some tasks again with the same derived command ids; the node applies a command id once.
+the confirmations are delivered, the offsets are committed in the node's consumer group (so the namespace's lag
+covers the task topic too), in an offsets-only transaction at most every half second and whenever the queue is
+empty. A crash in between confirms some tasks again with the same derived command ids; the node applies a
+command id once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import time
 import traceback
 from collections.abc import AsyncIterator, Iterable
 
@@ -26,6 +28,8 @@ from services.wms_node.domain.workers import AutoWorker
 log = get_logger(__name__)
 Confirm = tuple[bytes, bytes]  # (key, value) of a ConfirmTask on the inbox
 MAX_BATCH = 1000
+COMMIT_EVERY_S = 0.5
+TASK_CREATED = TaskCreated.event_type.encode()
 
 
 class AutoWorkers:
@@ -78,11 +82,18 @@ class AutoWorkers:
             partitions = await self._partitions()
             consumer.assign(partitions)  # no group membership: the node's engine has it
             log.info("auto_workers_started", partitions=len(partitions), pace_s=self.worker.behaviour.pace_s)
+            done: dict[TopicPartition, int] = {}  # offsets confirmed, not yet committed
+            last_commit = time.monotonic()
             while True:
-                # large batches: one offsets-only transaction (three round trips) per batch of confirmations
-                batches = await consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
+                batches = await consumer.getmany(timeout_ms=int(COMMIT_EVERY_S * 1000) if done else 500,
+                                                 max_records=MAX_BATCH)
                 if batches:
-                    await self._confirm_batch(sender, committer, batches)
+                    done |= await self._confirm_batch(sender, batches)
+                # one offsets-only transaction (three round trips) now and then, and whenever the queue is empty
+                if done and (not batches or time.monotonic() - last_commit >= COMMIT_EVERY_S):
+                    async with committer.transaction():
+                        await committer.send_offsets_to_transaction(done, self.group)
+                    done, last_commit = {}, time.monotonic()
         finally:
             await committer.stop()
             await sender.stop()
@@ -102,11 +113,11 @@ class AutoWorkers:
         finally:
             await admin.close()
 
-    async def _confirm_batch(self, sender: AIOKafkaProducer, committer: AIOKafkaProducer,
-                             batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _confirm_batch(self, sender: AIOKafkaProducer,
+                             batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
         """Confirm the batch's new tasks (each sent as soon as it is done), wait until every confirmation is
-        delivered, then commit the offsets. A crash in between confirms some tasks again, with the same command
-        ids: the node applies a command id once."""
+        delivered, and return the offsets to commit. A crash before they are committed confirms some tasks
+        again, with the same command ids: the node applies a command id once."""
         before = copy.deepcopy(self.worker)  # short picks happen once: not if this batch is thrown away
         try:
             sent = []
@@ -114,16 +125,16 @@ class AutoWorkers:
                 async for key, value in self._work_through(records):
                     sent.append(await sender.send(self.inbox, value, key=key))
             await asyncio.gather(*sent)
-            async with committer.transaction():
-                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                await committer.send_offsets_to_transaction(offsets, self.group)
         except BaseException:
             self.worker = before  # the loop starts over from the committed offsets
             raise
         self.confirmed += len(sent)
+        return {tp: records[-1].offset + 1 for tp, records in batches.items()}
 
     async def _work_through(self, records: Iterable[ConsumerRecord]) -> AsyncIterator[Confirm]:
         for record in records:
+            if record.value is None or TASK_CREATED not in record.value:
+                continue  # task updates (half the topic): not decoded
             try:
                 envelope, message = decode(record.value)
             except InvalidMessage:

@@ -33,6 +33,7 @@ from services.runtime.outbox import Emit
 from services.runtime.processing import AfterCommit, Incoming, Store, StoreSpec, StreamService, TaskContext
 from services.wms_node.domain.model import (
     FINISHED_STAGES,
+    Entity,
     OrderWork,
     Site,
     Task,
@@ -106,9 +107,15 @@ class Placement:
 
 def encode_bundle(bundle: Bundle) -> bytes:
     """A bundle's changelog value: its entities' JSON, each written by pydantic (fields left at their default
-    are left out: a finished order's empty lists and unset stamps would be most of its bytes)."""
-    return orjson.dumps({key: orjson.Fragment(entity.model_dump_json(exclude_defaults=True))
-                         for key, entity in bundle.items()})
+    are left out: a finished order's empty lists and unset stamps would be most of its bytes), and only once
+    after each change."""
+    return orjson.dumps({key: orjson.Fragment(_json_of(entity)) for key, entity in bundle.items()})
+
+
+def _json_of(entity: BaseModel) -> bytes:
+    if isinstance(entity, Entity):
+        return entity.json_bytes()
+    return entity.model_dump_json(exclude_defaults=True).encode()
 
 
 def decode_bundle(raw: bytes) -> Bundle:
@@ -181,6 +188,8 @@ class Entities:
             if current is not None and current != home:
                 bundle(current).pop(key, None)
             if value is not None and home is not None:
+                if isinstance(value, Entity):
+                    value.touched()
                 bundle(home)[key] = value
                 if self.placement is not None:
                     self.placement.where[key] = home

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, PrivateAttr, field_validator
 
 from schemas.wms import DeliveryMode, ExpectedLine, FulfilmentLine, Parcel, TaskKind, TaskLine, TaskStatus
 from services.wms_node.domain.layout import LayoutSpec
@@ -34,7 +34,23 @@ FINISHED_STAGES = frozenset({"shipped", "handed_over", "short", "cancelled", "re
 TaskPurpose = Literal["order", "supply", "count", "restock"]
 
 
-class Applied(BaseModel):
+class Entity(BaseModel):
+    """An entity of the node's state. It keeps its own changelog JSON until it is ``touched``: a bundle holds
+    many entities and most of them did not change when it is written again."""
+
+    _json: bytes | None = PrivateAttr(default=None)
+
+    def json_bytes(self) -> bytes:
+        if self._json is None:
+            self._json = self.model_dump_json(exclude_defaults=True).encode()
+        return self._json
+
+    def touched(self) -> None:
+        """It may have changed: its JSON is written afresh next time."""
+        self._json = None
+
+
+class Applied(Entity):
     """An entity that is the primary of messages: the ids of the latest ones it applied, at most ``keep_applied``."""
 
     keep_applied: ClassVar[int] = 20
@@ -71,7 +87,7 @@ class Pending(BaseModel):
     cause: str = ""  # the id of the FulfilOrder message: what the pick task released later is caused by
 
 
-class Site(BaseModel):
+class Site(Entity):
     location: str
     kind: str = "warehouse"
     layout: LayoutSpec = LayoutSpec()
@@ -96,7 +112,7 @@ class Journal(Applied):
         return "journal"
 
 
-class BinMap(BaseModel):
+class BinMap(Entity):
     owner: dict[str, str] = {}
     shelves: dict[str, str] = {}
 
@@ -105,7 +121,7 @@ class BinMap(BaseModel):
         return "bins"
 
 
-class SkuStock(BaseModel):
+class SkuStock(Entity):
     sku: str
     home: str | None = None
     bins: dict[str, int] = {}
@@ -206,7 +222,7 @@ def supply_key(supply_id: str) -> str:
     return f"supply:{supply_id}"
 
 
-Entity = Site | Journal | BinMap | SkuStock | OrderWork | Task | Supply
+AnyEntity = Site | Journal | BinMap | SkuStock | OrderWork | Task | Supply
 E = TypeVar("E", bound=BaseModel)
 KINDS: dict[str, type[BaseModel]] = {
     "site": Site, "journal": Journal, "bins": BinMap, "sku": SkuStock,
