@@ -19,7 +19,8 @@ from schemas.base import Message
 from schemas.envelope import InvalidMessage, decode
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
-from services.inventory.domain.ledger import SkuLedger, rebuild
+from services.inventory.app import HOLDS, assemble, decode_reservation, sku_of_hold
+from services.inventory.domain.ledger import Reservation, SkuLedger, rebuild
 from services.runtime.engine import changelog_topic
 from services.runtime.replay import topic_partitions
 from services.runtime.settings import Settings
@@ -96,11 +97,19 @@ async def rebuilt_ledgers(
 
 async def live_ledgers(settings: Settings) -> dict[str, SkuLedger]:
     """The ledgers the inventory service stored: the latest value per key of its store's changelog."""
-    topic = changelog_topic(settings, "inventory", LEDGER_TABLE)
     latest: dict[str, bytes | None] = {}
-    for record in await read_records(settings, topic):
+    for record in await read_records(settings, changelog_topic(settings, "inventory", LEDGER_TABLE)):
         latest[_table_key(record.key)] = record.value
-    return {sku: SkuLedger.model_validate_json(raw) for sku, raw in latest.items() if raw}
+    holds: dict[str, bytes | None] = {}  # each reservation is stored under its own key, "SKU@reservation id"
+    for record in await read_records(settings, changelog_topic(settings, "inventory", HOLDS)):
+        holds[_table_key(record.key)] = record.value
+    by_sku: dict[str, list[Reservation]] = {}
+    for key, raw in holds.items():
+        if raw:
+            by_sku.setdefault(sku_of_hold(key), []).append(decode_reservation(raw))
+    return {
+        sku: assemble(SkuLedger.model_validate_json(raw), by_sku.get(sku, [])) for sku, raw in latest.items() if raw
+    }
 
 
 def _table_key(raw: bytes) -> str:

@@ -1,9 +1,12 @@
 """The inventory service: the only writer of stock, on the processing engine (one ledger per SKU).
 
-Input is ``inventory.commands.v1`` (keyed by SKU); partition *i* is task *i*, with its own ``ledgers`` store.
-``handle`` applies one command to its SKU's ledger through the pure core and sends what the core returned;
-the engine writes each changed ledger once per batch (the changelog), every event and the consumed offsets
-in one transaction. Nothing here waits on the network while commands are applied:
+Input is ``inventory.commands.v1`` (keyed by SKU); partition *i* is task *i*, with its own ``ledgers`` and
+``holds`` stores. ``handle`` applies one command to its SKU's ledger through the pure core and sends what the
+core returned; the engine writes each changed ledger once per batch (the changelog), every event and the
+consumed offsets in one transaction. A ledger is stored in two parts: its head (positions, supplies, applied
+ids) under the SKU, and each reservation under ``SKU@reservation id``, so that a batch writes the heads and the
+reservations it changed, not every hold of a busy SKU (5,000 open holds made 130 KB records, written once per
+batch per SKU). Nothing here waits on the network while commands are applied:
 
 - the availability a batch changed goes to Redis after the commit, through a coalescing background writer;
 - timed holds the orchestrator did not expire are expired by the service itself (``ExpireReservation`` to its
@@ -16,6 +19,7 @@ in one transaction. Nothing here waits on the network while commands are applied
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -25,7 +29,7 @@ from schemas.envelope import Envelope
 from schemas.inventory import AvailabilityChanged
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
-from services.inventory.domain.ledger import INVENTORY_COMMAND_TYPES, SkuLedger
+from services.inventory.domain.ledger import INVENTORY_COMMAND_TYPES, Reservation, SkuLedger
 from services.inventory.views import AvailabilityWriter, Expiries
 from services.inventory.web import stock_app
 from services.runtime.feed import TopicFeed
@@ -36,6 +40,7 @@ from services.runtime.settings import Settings
 
 SERVICE = "inventory"
 LEDGERS = "ledgers"
+HOLDS = "holds"
 REBUILD_CHUNK = 50  # ledgers decoded between two looks at the loop while a task's views are rebuilt
 log = get_logger(__name__)
 
@@ -45,14 +50,60 @@ def load(raw: bytes | None, sku: str) -> SkuLedger:
 
 
 def dump(ledger: SkuLedger) -> bytes:
+    """The whole ledger (reservations included), as tools and tests read it."""
     return ledger.model_dump_json(exclude_defaults=True).encode()
+
+
+def dump_head(ledger: SkuLedger) -> bytes:
+    """The ledger without its reservations (each is stored under its own key)."""
+    return ledger.model_dump_json(exclude_defaults=True, exclude={"reservations"}).encode()
 
 
 def decode_ledger(raw: bytes) -> SkuLedger:
     return SkuLedger.model_validate_json(raw)
 
 
-LEDGER_STORE: StoreSpec[SkuLedger] = StoreSpec(LEDGERS, dump, decode_ledger)
+def hold_key(sku: str, reservation_id: str) -> str:
+    return f"{sku}@{reservation_id}"  # "@" is in no SKU (see schemas.base.Sku)
+
+
+def sku_of_hold(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
+def dump_reservation(reservation: Reservation) -> bytes:
+    return reservation.model_dump_json(exclude_defaults=True).encode()
+
+
+def decode_reservation(raw: bytes) -> Reservation:
+    return Reservation.model_validate_json(raw)
+
+
+def assemble(head: SkuLedger, reservations: Iterable[Reservation]) -> SkuLedger:
+    """A ledger head with its reservations, in creation order (the order the ledger made them in). A head
+    stored whole (before reservations had keys of their own) keeps those it holds, unless stored apart too."""
+    merged = {**head.reservations, **{r.reservation_id: r for r in reservations}}
+    head.reservations = {r.reservation_id: r for r in sorted(merged.values(), key=lambda r: r.seq)}
+    return head
+
+
+LEDGER_STORE: StoreSpec[SkuLedger] = StoreSpec(LEDGERS, dump_head, decode_ledger)
+HOLD_STORE: StoreSpec[Reservation] = StoreSpec(HOLDS, dump_reservation, decode_reservation)
+
+
+class HoldIndex:
+    """A task's reservation keys per SKU as committed at one revision of its ``holds`` store: what to read to
+    put a ledger together again. Only needed when a ledger head is decoded afresh (the first use after a
+    restore, or after a roll-back), so it is built then, once per revision, rather than kept up to date."""
+
+    def __init__(self, holds: Store[Reservation]) -> None:
+        self.revision = holds.revision
+        self.by_sku: dict[str, list[str]] = {}
+        for key, _ in holds.committed_raw_items():
+            self.by_sku.setdefault(sku_of_hold(key), []).append(key)
+
+    def keys(self, sku: str) -> list[str]:
+        return self.by_sku.get(sku, [])
 
 
 @dataclass
@@ -67,7 +118,7 @@ class BatchViews:
 class InventoryService(StreamService):
     name = SERVICE
     source = f"baton/{SERVICE}"
-    stores = (LEDGER_STORE,)
+    stores = (LEDGER_STORE, HOLD_STORE)
     timer_interval_s = 1.0
 
     def __init__(self, settings: Settings, read_model: ReadModel, network_feed: TopicFeed | None = None) -> None:
@@ -77,6 +128,9 @@ class InventoryService(StreamService):
         self.network: dict[str, Location] = {}
         self.expiries: dict[int, Expiries] = {}
         self.ledger_stores: dict[int, Store[SkuLedger]] = {}
+        self.hold_stores: dict[int, Store[Reservation]] = {}
+        self.hold_index: dict[int, HoldIndex] = {}
+        self.assembled: dict[int, dict[str, SkuLedger]] = {}  # task -> the ledger objects given their holds
         self.batches: dict[int, tuple[BatchViews, object]] = {}  # task -> (its batch's views, their flush)
         self.background: set[asyncio.Task[None]] = set()
         self.rebuilds: set[asyncio.Task[None]] = set()
@@ -98,22 +152,26 @@ class InventoryService(StreamService):
     # --- tasks ------------------------------------------------------------------------------------------
     def on_assigned(self, ctx: TaskContext) -> None:
         store: Store[SkuLedger] = ctx.store(LEDGERS)
+        holds: Store[Reservation] = ctx.store(HOLDS)
         expiries = Expiries()
         self.ledger_stores[ctx.task] = store
+        self.hold_stores[ctx.task] = holds
+        self.hold_index.pop(ctx.task, None)
+        self.assembled[ctx.task] = {}
         self.expiries[ctx.task] = expiries
         # decoding every ledger takes a while: in the background, so that the task processes at once
-        rebuild = asyncio.get_running_loop().create_task(self.rebuild_views(ctx.task, store, expiries))
+        rebuild = asyncio.get_running_loop().create_task(self.rebuild_views(ctx.task, expiries))
         self.rebuilds.add(rebuild)
         rebuild.add_done_callback(self.rebuilds.discard)
 
-    async def rebuild_views(self, task: int, store: Store[SkuLedger], expiries: Expiries) -> None:
+    async def rebuild_views(self, task: int, expiries: Expiries) -> None:
         """The holds to expire and the Redis read model again from a task's restored ledgers."""
         positions: list[AvailabilityChanged] = []
-        skus = list(store.keys())
+        skus = list(self.ledger_stores[task].keys())
         for done, sku in enumerate(skus, start=1):
             if self.expiries.get(task) is not expiries:
                 return  # revoked (or assigned again) meanwhile
-            ledger = store.committed_value(sku)
+            ledger = self.committed_in_task(task, sku)
             if ledger is not None:
                 expiries.track_if_unknown(ledger)
                 positions.extend(ledger.availability(location) for location in ledger.locations())
@@ -126,6 +184,9 @@ class InventoryService(StreamService):
 
     def on_revoked(self, task: int) -> None:
         self.ledger_stores.pop(task, None)
+        self.hold_stores.pop(task, None)
+        self.hold_index.pop(task, None)
+        self.assembled.pop(task, None)
         self.expiries.pop(task, None)
         self.batches.pop(task, None)
 
@@ -135,15 +196,49 @@ class InventoryService(StreamService):
             raise ValueError(f"the inventory ledger does not handle {envelope.type}")
         store: Store[SkuLedger] = ctx.store(LEDGERS)
         sku = message.sku
-        ledger = store.get(sku) or SkuLedger(sku=sku)
+        ledger = self.ledger(ctx, sku)
         emits = ledger.apply(message, envelope.id)
         store.put(sku, ledger)
         views = self.batch_views(ctx)
         views.ledgers[sku] = ledger
+        self.put_holds(ctx, ledger)
         for emit in emits:
             ctx.send([emit], correlationid=envelope.correlationid, causationid=envelope.id)
             if isinstance(emit.message, AvailabilityChanged):
                 self.keep_latest_availability(ctx, views, emit.message)
+
+    def ledger(self, ctx: TaskContext, sku: str) -> SkuLedger:
+        """The SKU's ledger in this batch; a head read afresh from the store gets its committed reservations."""
+        head: SkuLedger | None = ctx.store(LEDGERS).get(sku)
+        if head is None:
+            return SkuLedger(sku=sku)
+        assembled = self.assembled.setdefault(ctx.task, {})
+        if assembled.get(sku) is not head:  # decoded since (first use, or the batch before was rolled back)
+            holds: Store[Reservation] = ctx.store(HOLDS)
+            keys = self.committed_hold_keys(ctx.task, holds, sku)
+            # decoded afresh, never from the store's cache: a command that raised half-way may have changed a
+            # cached reservation in place without putting it back
+            if head.reservations:  # stored whole by an older version: each goes under its own key at the next put
+                head.mark_reservations_changed()
+            assemble(head, (r for r in (holds.committed_value(key) for key in keys) if r is not None))
+            assembled[sku] = head
+        return head
+
+    def committed_hold_keys(self, task: int, holds: Store[Reservation], sku: str) -> list[str]:
+        index = self.hold_index.get(task)
+        if index is None or index.revision != holds.revision:
+            index = self.hold_index[task] = HoldIndex(holds)
+        return index.keys(sku)
+
+    @staticmethod
+    def put_holds(ctx: TaskContext, ledger: SkuLedger) -> None:
+        """The reservations the command changed, each under its own key (forgotten ones deleted)."""
+        holds: Store[Reservation] = ctx.store(HOLDS)
+        changed, forgotten = ledger.take_changed_reservations()
+        for reservation in changed:
+            holds.put(hold_key(ledger.sku, reservation.reservation_id), reservation)
+        for reservation_id in forgotten:
+            holds.delete(hold_key(ledger.sku, reservation_id))
 
     @staticmethod
     def keep_latest_availability(ctx: TaskContext, views: BatchViews, change: AvailabilityChanged) -> None:
@@ -190,11 +285,20 @@ class InventoryService(StreamService):
     # --- reads ------------------------------------------------------------------------------------------
     def committed_ledger(self, sku: str) -> SkuLedger | None:
         """The SKU's ledger as last committed, from whichever task of this instance holds it."""
-        for store in list(self.ledger_stores.values()):
-            ledger = store.committed_value(sku)
+        for task in list(self.ledger_stores):
+            ledger = self.committed_in_task(task, sku)
             if ledger is not None:
                 return ledger
         return None
+
+    def committed_in_task(self, task: int, sku: str) -> SkuLedger | None:
+        """The SKU's ledger with its reservations as of the task's last commit, decoded afresh."""
+        store, holds = self.ledger_stores.get(task), self.hold_stores.get(task)
+        head = store.committed_value(sku) if store is not None else None
+        if head is None or holds is None:
+            return head
+        keys = self.committed_hold_keys(task, holds, sku)
+        return assemble(head, (r for r in (holds.committed_value(key) for key in keys) if r is not None))
 
     def on_network(self, message: Message) -> None:
         if isinstance(message, LocationConfigured):

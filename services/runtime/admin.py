@@ -41,7 +41,7 @@ class PlannedTopic:
 # and the scenario runner create them up front with the partitions of their source topics.
 STATE_STORES: dict[str, tuple[str, ...]] = {
     "orchestrator": ("orders", "capacity"),
-    "inventory": ("ledgers",),
+    "inventory": ("ledgers", "holds"),
     "wms-{location}": ("entities",),
 }
 # Stores of a service whose input has one partition (a WMS node's inbox) have one partition too.

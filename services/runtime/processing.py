@@ -79,6 +79,7 @@ class Store(Generic[V]):
         self._cache: dict[str, V] = {}
         self._batch: dict[str, Any] = {}  # key -> value or _ABSENT (deleted) since the last commit
         self._touched: set[str] = set()  # keys read by the batch (their cached values may have been changed)
+        self.revision = 0  # bumped whenever the committed values change (a commit, a restored record)
 
     # --- what a handler uses -------------------------------------------------------------------------
     def get(self, key: str) -> V | None:
@@ -132,6 +133,7 @@ class Store(Generic[V]):
     # --- what the engine uses ------------------------------------------------------------------------
     def restore(self, key: str, raw: bytes | None) -> None:
         """Apply one changelog record (None: a tombstone) while the task is restored."""
+        self.revision += 1
         self._cache.pop(key, None)
         if raw is None:
             self._committed.pop(key, None)
@@ -148,6 +150,8 @@ class Store(Generic[V]):
 
     def committed(self, changes: list[tuple[str, bytes | None]]) -> None:
         """The batch's transaction committed: its values become the store's truth."""
+        if changes:
+            self.revision += 1
         for key, raw in changes:
             value = self._batch.get(key, _ABSENT)
             if raw is None:

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -15,8 +16,8 @@ import pytest
 from schemas.base import Message
 from schemas.envelope import decode, encode, envelope_for
 from schemas.inventory import AvailabilityChanged, CountStock, ExpireReservation, ReserveStock
-from services.inventory.app import LEDGER_STORE, LEDGERS, InventoryService, dump, load
-from services.inventory.domain.ledger import SkuLedger
+from services.inventory.app import HOLD_STORE, HOLDS, LEDGER_STORE, LEDGERS, InventoryService, dump, load
+from services.inventory.domain.ledger import Reservation, SkuLedger
 from services.inventory.views import EXPIRY_GRACE, RESEND_AFTER, AvailabilityWriter, Expiries
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
 from services.runtime.settings import Settings
@@ -40,11 +41,14 @@ class Driver:
 
     service: InventoryService
     store: Store[SkuLedger] = field(default_factory=lambda: Store(LEDGER_STORE))
+    holds: Store[Reservation] = field(default_factory=lambda: Store(HOLD_STORE))
     offset: int = 0
     changelogs: list[list[tuple[str, bytes | None]]] = field(default_factory=list)
+    hold_changelogs: list[list[tuple[str, bytes | None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ctx = TaskContext("baton/inventory", 0, {LEDGERS: self.store}, lambda name, loc: f"ns.{name}", now=T0)
+        stores: dict[str, Store[Any]] = {LEDGERS: self.store, HOLDS: self.holds}
+        self.ctx = TaskContext("baton/inventory", 0, stores, lambda name, loc: f"ns.{name}", now=T0)
 
     def assign(self) -> None:
         async def assigned() -> None:
@@ -79,9 +83,11 @@ class Driver:
         return self.commit()
 
     def commit(self) -> list[Outgoing]:
-        changes = self.store.changelog()
+        changes, hold_changes = self.store.changelog(), self.holds.changelog()
         self.store.committed(changes)
+        self.holds.committed(hold_changes)
         self.changelogs.append(changes)
+        self.hold_changelogs.append(hold_changes)
         out, after = self.ctx.take()
 
         async def run_after() -> None:

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from schemas.base import Message
 from schemas.envelope import derived_id
@@ -140,6 +140,34 @@ class SkuLedger(BaseModel):
     backorders: list[str] = []  # ids of the reservations still waiting for their goods, in arrival order
     applied: AppliedLog = AppliedLog()
     version: int = 0
+    # reservations changed (or forgotten) since the adapter last took them: it stores each reservation under
+    # its own key, so that a batch writes the few that changed instead of every hold of the SKU
+    _changed: set[str] = PrivateAttr(default_factory=set)
+    _forgotten: set[str] = PrivateAttr(default_factory=set)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the stored fields are (what changed since the adapter last looked is not the ledger)."""
+        if not isinstance(other, SkuLedger):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as pydantic models are
+
+    def take_changed_reservations(self) -> tuple[list[Reservation], list[str]]:
+        """The reservations changed and the ids forgotten since the last call (then cleared)."""
+        changed = [self.reservations[rid] for rid in sorted(self._changed) if rid in self.reservations]
+        forgotten = sorted(self._forgotten)
+        self._changed.clear()
+        self._forgotten.clear()
+        return changed, forgotten
+
+    def mark_reservations_changed(self) -> None:
+        """Every reservation counts as changed (a ledger read in a form that did not store them apart)."""
+        self._changed.update(self.reservations)
+
+    def _touch(self, res: Reservation) -> None:
+        self._changed.add(res.reservation_id)
+        self._forgotten.discard(res.reservation_id)
 
     def position(self, location: str) -> Position:
         return self.positions.setdefault(location, Position())
@@ -181,6 +209,8 @@ class SkuLedger(BaseModel):
         ended.sort(key=lambda r: r.seq)
         for res in ended[: len(ended) - KEEP_ENDED]:
             del self.reservations[res.reservation_id]
+            self._changed.discard(res.reservation_id)
+            self._forgotten.add(res.reservation_id)
 
     def _dispatch(self, command: Message, command_id: str) -> list[Emit]:
         match command:
@@ -218,6 +248,7 @@ class SkuLedger(BaseModel):
             expires_at=cmd.expires_at,
         )
         self.reservations[res.reservation_id] = res
+        self._touch(res)
         position = self.position(cmd.location)
         available = position.available
         if cmd.qty <= available:
@@ -281,6 +312,7 @@ class SkuLedger(BaseModel):
         else:
             self.position(res.location).reserved -= res.qty
         res.status, res.ended_by, res.waiting = status, reason, False
+        self._touch(res)
 
     def _consume(self, cmd: ConsumeReservation) -> list[Emit]:
         """The goods left: on hand drops (never below zero) and the reservation ends, once.
@@ -327,6 +359,7 @@ class SkuLedger(BaseModel):
     def _ship_ended(self, res: Reservation, cmd: ConsumeReservation) -> list[Emit]:
         position = self.position(res.location)
         res.late_shipment = cmd.shipment_id
+        self._touch(res)
         res.shipped = min(cmd.qty, res.qty, position.on_hand)
         if not res.shipped:
             return []
@@ -476,6 +509,7 @@ class SkuLedger(BaseModel):
                 continue
             position.reserved += res.qty
             res.waiting, res.filled_by = False, received_from or res.supply_id or cause
+            self._touch(res)
             self.backorders.remove(res.reservation_id)
             filled = BackorderFilled(
                 reservation_id=res.reservation_id,
@@ -505,6 +539,7 @@ class SkuLedger(BaseModel):
                 capacity[target.supply_id] -= res.qty
         emits = []
         for res in waiting:
+            self._touch(res)  # its supply or ETA may move
             supply = self.supplies[res.supply_id] if res.supply_id else None
             res.eta = supply.eta if supply is not None else None
             if supply is not None and (res.supply_id, res.eta) != (res.promised_supply, res.promised_eta):
