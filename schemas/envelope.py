@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from schemas.base import Message
 from schemas.registry import model_for
 
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-2b7e-4c41-9d55-6a0c1f0b7a11")
+_ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 
 
 class Envelope(BaseModel):
@@ -35,8 +37,17 @@ class InvalidMessage(ValueError):
 
 
 def derived_id(cause: str, *parts: object) -> str:
-    """A deterministic event id: re-handling the same cause re-emits the same id, so consumers dedupe."""
-    return str(uuid.uuid5(_ID_NAMESPACE, "|".join([cause, *map(str, parts)])))
+    """A deterministic event id: re-handling the same cause re-emits the same id, so consumers dedupe.
+
+    ``uuid.uuid5(_ID_NAMESPACE, name)`` written out (the same text, a test holds them equal): without building
+    a ``UUID`` object it takes 2 us instead of 5, and a step of the order saga derives several ids.
+    """
+    name = "|".join([cause, *map(str, parts)])
+    digest = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def envelope_for(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
 
-from schemas.envelope import Envelope, decode, encode, encode_message, envelope_for
+from schemas.envelope import Envelope, decode, derived_id, encode, encode_message, envelope_for
 from schemas.inventory import StockReserved
 from schemas.orders import OrderLine, OrderPlaced, PickupAt, ShipTo
 
@@ -55,3 +56,12 @@ def test_what_the_fast_path_writes_decodes_to_the_same_envelope_and_message(
     assert envelope == Envelope.model_validate(orjson.loads(raw))
     assert parsed == message
     assert encode(envelope) == raw
+
+
+@pytest.mark.parametrize(
+    ("cause", "parts"),
+    [("", ()), ("e-1", ("inventory.reserve_stock.v1", "O-1/a1/0")), ("é ✓", (3, None, 2.5)), ("x" * 500, ("y",))],
+)
+def test_derived_id_is_the_uuid5_of_its_parts(cause: str, parts: tuple[object, ...]) -> None:
+    expected = str(uuid.uuid5(uuid.UUID("6f1c7a52-2b7e-4c41-9d55-6a0c1f0b7a11"), "|".join([cause, *map(str, parts)])))
+    assert derived_id(cause, *parts) == expected

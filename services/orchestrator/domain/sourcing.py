@@ -120,7 +120,9 @@ def _plan(request: _Request, network: NetworkView, availability: Availability, e
         for c in capable
     }
     plan = SourcingPlan(candidates=explanations, rule=request.rule.name)
-    whole = [c for c in capable if _coverable(request, dict(stock), c.location.id) == request.units]
+    # what each location could give of the whole need: read twice (whole-order candidates, then the scores)
+    coverable = {c.location.id: _coverable(request, dict(stock), c.location.id) for c in capable}
+    whole = [c for c in capable if coverable[c.location.id] == request.units]
     if whole and request.units:
         best = min(whole, key=lambda c: _rank_key(request, c, stock, request.units))
         plan.assignments = [
@@ -129,7 +131,7 @@ def _plan(request: _Request, network: NetworkView, availability: Availability, e
         plan.rule = f"{request.rule.name}: one location serves the whole order"
     else:
         _split(request, capable, stock, plan)
-    plan.candidates += _scores(request, capable, stock, plan)
+    plan.candidates += _scores(request, capable, coverable, plan)
     return plan
 
 
@@ -232,12 +234,14 @@ def _split(request: _Request, capable: list[_Candidate], stock: Pool, plan: Sour
     plan.rule = f"{name}: split, fewest shipments" if plan.assignments else f"{name}: no source"
 
 
-def _scores(request: _Request, capable: list[_Candidate], stock: Pool, plan: SourcingPlan) -> list[CandidateScore]:
+def _scores(
+    request: _Request, capable: list[_Candidate], coverable_at: dict[str, int], plan: SourcingPlan
+) -> list[CandidateScore]:
     chosen = set(plan.locations)
     units = max(request.units, 1)
     scores = []
     for c in capable:
-        coverable = _coverable(request, dict(stock), c.location.id)
+        coverable = coverable_at[c.location.id]
         reason = None if c.location.id in chosen else ("no available stock" if coverable == 0 else "ranked lower")
         scores.append(
             CandidateScore(
