@@ -515,3 +515,38 @@ def test_the_view_writer_coalesces_in_order_and_keeps_the_latest_value() -> None
     # orders are not viewed; applied ids are left out
     assert written == [([("sku:X", {"n": "x1"}), ("task:a", {"n": 2}), ("task:b", {"n": "b"})],
                         {"cmd": {"status": "done"}})]
+
+
+def _reference_pick(stock: SkuStock, qty: int, layout: Layout) -> list[tuple[str, int]]:
+    """The pick plan as first written: the home bin, then every other bin by distance, taking free units."""
+    assert stock.home is not None
+    order = [stock.home, *sorted((b for b in stock.bins if b != stock.home), key=lambda b: (layout.distance(b), b))]
+    plan, left = [], qty
+    for bin_id in order:
+        take = min(left, max(0, stock.free_in(bin_id)))
+        if take:
+            plan.append((bin_id, take))
+            left -= take
+        if not left:
+            break
+    if left:
+        merged = dict(plan)
+        merged[stock.home] = merged.get(stock.home, 0) + left
+        plan = list(merged.items())
+    return plan
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 39), st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=30),
+       st.integers(1, 200))
+def test_a_pick_takes_the_home_bin_then_the_nearest_free_units(bins: list[tuple[int, int, int]], qty: int) -> None:
+    layout = Layout(SMALL)
+    storage = layout.storage_by_distance
+    stock = SkuStock(sku="TEE", home=storage[bins[0][0]].id)
+    for index, units, allocated in bins:
+        stock.bins[storage[index].id] = units
+        if allocated:
+            stock.allocated[storage[index].id] = allocated
+    owners = BinMap(owner={b: "TEE" for b in stock.bins})
+    expected = _reference_pick(stock.model_copy(deep=True), qty, layout)
+    assert allocate_pick(stock, qty, owners, layout) == expected

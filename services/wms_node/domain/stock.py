@@ -87,16 +87,23 @@ def place(stock: SkuStock, plan: Plan) -> None:
 def allocate_pick(stock: SkuStock, qty: int, owners: BinMap, layout: Layout) -> Plan:
     """Which bins a pick of ``qty`` units takes from (and allocate them there)."""
     home = assign_home(stock, owners, layout)
-    order = [home, *sorted((b for b in stock.bins if b != home), key=lambda b: (layout.distance(b), b))]
     plan: Plan = []
     left = qty
-    for bin_id in order:
+    # the home bin first, then the nearest bins with free units: found one at a time (a pick takes a unit or
+    # two, and a SKU with deep stock holds hundreds of bins; sorting them all for each pick was the node's
+    # costliest line)
+    others = [b for b in stock.bins if b != home and stock.free_in(b) > 0]
+    candidates = [home]
+    while left and candidates:
+        bin_id = candidates.pop()
         take = min(left, max(0, stock.free_in(bin_id)))
         if take:
             plan.append((bin_id, take))
             left -= take
-        if not left:
-            break
+        if left and others:
+            nearest = min(others, key=lambda b: (layout.distance(b), b))
+            others.remove(nearest)
+            candidates.append(nearest)
     if left:
         merged = dict(plan)
         merged[home] = merged.get(home, 0) + left
