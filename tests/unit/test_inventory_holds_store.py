@@ -141,3 +141,14 @@ def test_a_rolled_back_batch_puts_the_ledger_together_again_from_what_was_commit
     assert {rid: r.status for rid, r in ledger.reservations.items()} == {"R1": "held", "R3": "held"}
     assert ledger.position("W1").reserved == 5
     assert set(running.ctx.stores) == {LEDGERS, HOLDS}
+
+
+def test_a_long_lived_ledger_forgets_the_same_reservations_as_one_decoded_afresh_before_every_command() -> None:
+    sequence = [c for c in commands(seed=11, count=3000) if c.sku == "A"]  # type: ignore[attr-defined]
+    long_lived, fresh = SkuLedger(sku="A"), SkuLedger(sku="A")
+    for n, command in enumerate(sequence, start=1):
+        long_lived.apply(command, f"e{n}")
+        fresh = SkuLedger.model_validate_json(dump(fresh))  # counts what has ended from scratch
+        fresh.apply(command, f"e{n}")
+    assert len(long_lived.reservations) < sum(isinstance(c, ReserveStock) for c in sequence)  # some forgotten
+    assert long_lived == fresh

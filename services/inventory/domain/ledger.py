@@ -144,6 +144,7 @@ class SkuLedger(BaseModel):
     # its own key, so that a batch writes the few that changed instead of every hold of the SKU
     _changed: set[str] = PrivateAttr(default_factory=set)
     _forgotten: set[str] = PrivateAttr(default_factory=set)
+    _ended: int | None = PrivateAttr(default=None)  # reservations not held (None: not counted yet)
 
     def __eq__(self, other: object) -> bool:
         """Equal when the stored fields are (what changed since the adapter last looked is not the ledger)."""
@@ -201,16 +202,26 @@ class SkuLedger(BaseModel):
 
     def _forget_old_ended(self) -> None:
         """Keep the ``KEEP_ENDED`` most recent ended reservations (by creation) once there are too many."""
-        if len(self.reservations) <= KEEP_ENDED + ENDED_SLACK:
+        if len(self.reservations) <= KEEP_ENDED + ENDED_SLACK or self._count_ended() <= KEEP_ENDED + ENDED_SLACK:
             return
         ended = [r for r in self.reservations.values() if r.status != "held"]
-        if len(ended) <= KEEP_ENDED + ENDED_SLACK:
-            return
         ended.sort(key=lambda r: r.seq)
         for res in ended[: len(ended) - KEEP_ENDED]:
             del self.reservations[res.reservation_id]
             self._changed.discard(res.reservation_id)
             self._forgotten.add(res.reservation_id)
+        self._ended = KEEP_ENDED
+
+    def _count_ended(self) -> int:
+        """Reservations no longer held: counted once per ledger object, then kept up to date as they end (a scan
+        per command made a SKU with thousands of open holds cost a third of the service's time)."""
+        if self._ended is None:
+            self._ended = sum(1 for r in self.reservations.values() if r.status != "held")
+        return self._ended
+
+    def _ended_one(self) -> None:
+        if self._ended is not None:
+            self._ended += 1
 
     def _dispatch(self, command: Message, command_id: str) -> list[Emit]:
         match command:
@@ -260,6 +271,7 @@ class SkuLedger(BaseModel):
             res.eta = res.decided_eta = res.promised_eta = supply.eta
         else:
             res.status, res.available_when_refused, res.backorder = "refused", available, cmd.backorder
+            self._ended_one()
             return [self._decision_of(res)]
         return [self._decision_of(res), self._availability(cmd.location, cmd.reservation_id)]
 
@@ -311,6 +323,8 @@ class SkuLedger(BaseModel):
             self.backorders.remove(res.reservation_id)
         else:
             self.position(res.location).reserved -= res.qty
+        if res.status == "held":
+            self._ended_one()
         res.status, res.ended_by, res.waiting = status, reason, False
         self._touch(res)
 
