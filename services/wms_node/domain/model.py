@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, PrivateAttr, field_validator
 
 from schemas.wms import DeliveryMode, ExpectedLine, FulfilmentLine, Parcel, TaskKind, TaskLine, TaskStatus
-from services.wms_node.domain.layout import LayoutSpec
+from services.wms_node.domain.layout import Layout, LayoutSpec
 
 RequestStage = Literal[
     "waiting", "picking", "packing", "shipping", "preparing", "ready",
@@ -135,9 +135,20 @@ class SkuStock(Entity):
     def key(self) -> str:
         return sku_key(self.sku)
 
+    _by_distance: tuple[Layout, frozenset[str], list[str]] | None = PrivateAttr(default=None)
+
     @property
     def on_hand(self) -> int:
         return sum(self.bins.values())
+
+    def bins_by_distance(self, layout: Layout) -> list[str]:
+        """Its bins, nearest to the dock first (then by id); sorted again only when the set of bins changed
+        (a SKU with deep stock holds hundreds, and every pick looks for the nearest with free units)."""
+        cached = self._by_distance
+        if cached is None or cached[0] is not layout or cached[1] != self.bins.keys():
+            order = sorted(self.bins, key=lambda b: (layout.distance(b), b))
+            cached = self._by_distance = (layout, frozenset(self.bins), order)
+        return cached[2]
 
     def free_in(self, bin_id: str) -> int:
         return self.bins.get(bin_id, 0) - self.allocated.get(bin_id, 0)

@@ -9,6 +9,8 @@ to open picks; what no bin holds is still asked at the home bin (the picker will
 
 from __future__ import annotations
 
+from itertools import chain
+
 from services.wms_node.domain.layout import OVERFLOW, STORAGE_ZONES, Layout, Zone
 from services.wms_node.domain.model import BinMap, SkuStock
 
@@ -89,21 +91,13 @@ def allocate_pick(stock: SkuStock, qty: int, owners: BinMap, layout: Layout) -> 
     home = assign_home(stock, owners, layout)
     plan: Plan = []
     left = qty
-    # the home bin first, then the nearest bins with free units: found one at a time (a pick takes a unit or
-    # two, and a SKU with deep stock holds hundreds of bins; sorting them all for each pick was the node's
-    # costliest line)
-    others = [b for b in stock.bins if b != home and stock.free_in(b) > 0]
-    candidates = [home]
-    while left and candidates:
-        bin_id = candidates.pop()
+    for bin_id in chain([home], (b for b in stock.bins_by_distance(layout) if b != home)):
         take = min(left, max(0, stock.free_in(bin_id)))
         if take:
             plan.append((bin_id, take))
             left -= take
-        if left and others:
-            nearest = min(others, key=lambda b: (layout.distance(b), b))
-            others.remove(nearest)
-            candidates.append(nearest)
+        if not left:
+            break
     if left:
         merged = dict(plan)
         merged[home] = merged.get(home, 0) + left
