@@ -249,3 +249,13 @@ def test_a_command_sent_twice_is_answered_with_the_task_as_it_is() -> None:
     assert driver.batch(driver.record(claim, event_id="cmd-1")) == []
     reply = sink.batches[-1].replies["cmd-1"]
     assert (reply["status"], reply["worker"], reply["command_id"]) == ("claimed", "ann", "cmd-1")
+
+
+def test_the_bin_map_and_the_site_are_written_only_when_they_changed() -> None:
+    driver, _ = make()
+    driver.batch(*(driver.record(fulfil(f"O-{k}")) for k in range(3)))
+    assert "bins" in {key for key, _ in driver.changelogs[-1]}  # the SKU got its home bin
+    task = orjson.loads(driver.entity(f"task:O-1/a1/{LOCATION}/pick") or "{}")
+    confirm = ConfirmTask(task_id=task["task_id"], order_id="O-1", request_id=task["request_id"], location=LOCATION)
+    driver.batch(driver.record(confirm))
+    assert {key for key, _ in driver.changelogs[-1]} == {"sku:TEE", f"wave:{LOCATION}-W00001"}

@@ -49,6 +49,13 @@ class Entity(BaseModel):
         """It may have changed: its JSON is written afresh next time."""
         self._json = None
 
+    # an entity that is read far more often than changed says so: it is compared with what was last written
+    # (one JSON dump) before it is written again
+    compared_before_write: ClassVar[bool] = False
+
+    def same_as_written(self) -> bool:
+        return self._json is not None and self.model_dump_json(exclude_defaults=True).encode() == self._json
+
 
 class Applied(Entity):
     """An entity that is the primary of messages: the ids of the latest ones it applied, at most ``keep_applied``."""
@@ -88,6 +95,7 @@ class Pending(BaseModel):
 
 
 class Site(Entity):
+    compared_before_write: ClassVar[bool] = True  # small; a confirmation reads it and mostly leaves it as it was
     location: str
     kind: str = "warehouse"
     layout: LayoutSpec = LayoutSpec()
@@ -113,6 +121,7 @@ class Journal(Applied):
 
 
 class BinMap(Entity):
+    compared_before_write: ClassVar[bool] = True  # every pick reads it; a new home or an emptied bin changes it
     owner: dict[str, str] = {}
     shelves: dict[str, str] = {}
 
@@ -284,6 +293,8 @@ class Unit:
             if entity is None:
                 continue
             if key in self._loaded and entity.model_dump_json() == self._loaded[key]:
+                continue
+            if isinstance(entity, Entity) and entity.compared_before_write and entity.same_as_written():
                 continue
             out.append((key, entity))
         return out
