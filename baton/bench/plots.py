@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on a server
-import matplotlib.pyplot as plt
-
 from baton.bench.report import OrderTimeline, latencies, per_second
 
 SERIES = (("placed", "tab:gray"), ("allocated", "tab:blue"), ("shipped", "tab:green"))
 
 
 def plot_run(timeline: OrderTimeline, path: Path, title: str) -> Path:
+    # imported here, not at the top: every `baton` command (services included) would pay ~0.6 s for it
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.pyplot as plt
+
     origin = min(timeline.placed.values(), default=0.0)
     figure, (rates, spread) = plt.subplots(1, 2, figsize=(13, 4.8))
     series = {name: per_second(getattr(timeline, name).values(), origin) for name, _ in SERIES}
