@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from schemas.base import Message
 from schemas.envelope import derived_id
@@ -66,6 +66,7 @@ _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 # forgotten, or the ledger, stored whole after every batch, would grow with every order of its SKU (about
 # 200 bytes each) until it no longer fits in a Kafka record. Pruned in steps of ENDED_SLACK.
 KEEP_ENDED = 500
+KEEP_EMITS = 1
 ENDED_SLACK = 100
 INVENTORY_COMMAND_TYPES = (
     ReserveStock,
@@ -138,7 +139,10 @@ class SkuLedger(BaseModel):
     supplies: dict[str, Supply] = {}
     reservations: dict[str, Reservation] = {}
     backorders: list[str] = []  # ids of the reservations still waiting for their goods, in arrival order
-    applied: AppliedLog = AppliedLog()
+    # the emits of the last command only: they commit in the same transaction as the ledger, so a send is never
+    # lost after the state was written; a repeated reservation command re-derives its event from the record.
+    # The emits of 16 commands were a third of every stored ledger head.
+    applied: AppliedLog = Field(default_factory=lambda: AppliedLog(keep_emits=KEEP_EMITS))
     version: int = 0
     # reservations changed (or forgotten) since the adapter last took them: it stores each reservation under
     # its own key, so that a batch writes the few that changed instead of every hold of the SKU
