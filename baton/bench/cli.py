@@ -14,14 +14,15 @@ import typer
 from rich.console import Console
 
 from baton.bench.chaos import KillPlan, KillPlanError
-from baton.bench.display import LiveProgress, print_report
+from baton.bench.display import LiveProgress, print_report, print_restart_report
 from baton.bench.load import default_network, network_only
+from baton.bench.restart import TRICKLE_ORDERS, RestartBench
 from baton.bench.run import Bench, BenchOptions, exit_status
 from baton.scenario.model import ScenarioError, load_scenario
 from baton.scenario.runner import stack_for
 from services.runtime.settings import Settings
 
-EXIT_USAGE = 2
+EXIT_OK, EXIT_SLOW, EXIT_USAGE = 0, 1, 2
 
 
 def bench_command(
@@ -42,11 +43,17 @@ def bench_command(
     namespace: str | None = typer.Option(None, "--namespace", help="Run in this namespace (default: a fresh one)."),
     keep: bool = typer.Option(False, "--keep", help="Leave the services, stack and namespace for inspection."),
     seed: int = typer.Option(8, "--seed", help="The order mix and the chaos moments follow this seed."),
+    restart_after: int | None = typer.Option(
+        None, "--restart-after", min=1, max=1_000_000,
+        help="Restart time instead: place N orders without workers, then kill -9 and restart the orchestrator, "
+             "the inventory and one WMS node in turn, timing each back to processing (issue 9: <= 10 s)."),
 ) -> None:
     """Bring the network up, place the load, wait until it settled, report every figure from the topics."""
     err = Console(stderr=True)
     # "Topic ... not found in cluster metadata", logged as an error while the run's fresh topics propagate
     logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
+    if restart_after is not None:
+        _restart_bench(restart_after, scenario, as_json, out, namespace, keep, seed, err)
     count = _order_count(orders, rate, duration, err)
     try:
         plans = [KillPlan.parse(text) for text in kill]
@@ -65,6 +72,26 @@ def bench_command(
     else:
         print_report(document, Console())
     raise typer.Exit(exit_status(document))
+
+
+def _restart_bench(orders: int, scenario: Path | None, as_json: bool, out: Path | None, namespace: str | None,
+                   keep: bool, seed: int, err: Console) -> None:
+    try:
+        network = network_only(load_scenario(scenario)) if scenario else default_network(orders + TRICKLE_ORDERS)
+    except ScenarioError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    settings = Settings().with_namespace(namespace or f"restart-{uuid.uuid4().hex[:6]}")
+    bench = RestartBench(network, settings, orders, shlex.join(["baton", "bench", *sys.argv[2:]]), out, seed=seed,
+                         keep=keep)
+    with stack_for(settings, keep=keep), LiveProgress(err) as live:
+        bench.live = live
+        document = asyncio.run(bench.run())
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print_restart_report(document, Console())
+    raise typer.Exit(EXIT_OK if document["ok"] else EXIT_SLOW)
 
 
 def _order_count(orders: int | None, rate: float | None, duration: float | None, err: Console) -> int:

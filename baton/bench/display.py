@@ -173,3 +173,31 @@ def _invariants_table(invariants: dict[str, Any]) -> Table:
         culprits = ", ".join(check["culprits"][:8]) + (" ..." if len(check["culprits"]) > 8 else "")
         table.add_row(check["title"], "[green]yes[/green]" if check["held"] else "[red]NO[/red]", culprits)
     return table
+
+
+def print_restart_report(document: dict[str, Any], console: Console) -> None:
+    """``--restart-after``: each service's kill -9 to back processing, beside what its restore read."""
+    bench, placing = document["bench"], document["placing"]
+    verdict = "[green]all within[/green]" if document["ok"] else "[red]NOT all within[/red]"
+    console.print(f"[bold]baton bench --restart-after[/bold] {bench['orders']:,} orders in state "
+                  f"({placing['orders_per_s']} orders/s placed → allocated, "
+                  f"{', '.join(f'{k} {v}' for k, v in placing['statuses'].items())}), namespace {bench['namespace']}, "
+                  f"code {bench['code']}: {verdict} {document['target_s']:.0f} s")
+    console.print(restart_table(document))
+    if document.get("files"):
+        console.print(f"written: {document['files']['json']}")
+
+
+def restart_table(document: dict[str, Any]) -> Table:
+    table = Table("service", "kill → back (offsets move)", "kill → first new order allocated",
+                  "restore read: records", "bytes", title="Restart to processing (kill -9, restarted at once)")
+    for row in document["restarts"]:
+        read = row["restore_read"]
+        table.add_row(row["service"], _seconds(row["back_s"]) + ("" if row["back_measured_by"] == "offsets"
+                                                                  else f" ({row['back_measured_by']})"),
+                      _seconds(row["first_allocated_s"]), _num(read["records"]), _num(read["bytes"], 0))
+    return table
+
+
+def _seconds(value: float | None) -> str:
+    return "[red]not back[/red]" if value is None else f"{value:.2f} s"

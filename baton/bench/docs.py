@@ -18,6 +18,7 @@ from services.runtime.settings import project_root
 
 DOCS = project_root() / "docs"
 RUNS_DIR = DOCS / "benchmarks"
+RESTART_DIR = RUNS_DIR / "restart"  # ``baton bench --restart-after`` runs: their own section, not columns
 PAGE = DOCS / "benchmarks.md"
 Run = dict[str, Any]
 Row = tuple[str, Callable[[Run], str]]
@@ -142,6 +143,7 @@ def render(runs: dict[str, Run]) -> str:
              "|---|" + "---|" * len(labels)]
     for title, cell in ROWS:
         lines.append(f"| {title} | " + " | ".join(_safe(cell, runs[label]) for label in labels) + " |")
+    lines += restart_section(load_runs(RESTART_DIR))
     lines += ["", "## The runs", ""]
     for label, run in runs.items():
         lines += [f"### `{label}`", "", "```", run["bench"]["command"], "```", ""]
@@ -150,6 +152,44 @@ def render(runs: dict[str, Run]) -> str:
         lines += [f"![{label}](benchmarks/{label}.png)", ""]
         lines += _per_topic(run)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def restart_section(runs: dict[str, Run]) -> list[str]:
+    """Issue 9's figure: each service's kill -9 to processing again, with N orders in its state."""
+    if not runs:
+        return []
+    lines = ["", "## Restart with 100,000 orders in state", "",
+             "`baton bench --restart-after N` places N orders with nobody working the WMS tasks (so every order "
+             "stays in the orchestrator's state, its reservations in the inventory's ledgers, its tasks in the WMS "
+             "nodes' entities), waits until they are allocated, then kills each of the orchestrator, the inventory "
+             "and one WMS node with SIGKILL, restarts it at once and places a trickle of new orders (one every "
+             "0.2 s). **back** is when the service's consumer group committed offsets past where the kill left them "
+             "(read on Kafka, never from its log); **first allocated** is the first new order's `allocated` status "
+             "on the public status topic; **restore read** is what its changelog topics held (committed records, "
+             "key + value bytes) just before the kill. Target: 10 s. `make bench-restart` records a run here.", "",
+             "| run | service | kill → back | kill → first new order allocated | restore read: records | bytes |",
+             "|---|---|---|---|---|---|"]
+    for label, run in runs.items():
+        for row in run["restarts"]:
+            read = row["restore_read"]
+            lines.append(f"| `{label}` | {row['service']} | {_n(row['back_s'], 2, unit=' s')} | "
+                         f"{_n(row['first_allocated_s'], 2, unit=' s')} | {_n(read['records'])} | "
+                         f"{_n(read['bytes'])} |")
+    lines.append("")
+    for label, run in runs.items():
+        bench, placing = run["bench"], run["placing"]
+        load = bench["load_average_1m"]
+        machine = bench["machine"]
+        statuses = ", ".join(f"{k} {v:,}" for k, v in placing["statuses"].items())
+        lines += [f"### `{label}`", "", "```", bench["command"], "```", "",
+                  f"{bench['orders']:,} orders placed in {placing['send_s']:,.0f} s, as far as they go after "
+                  f"{placing['allocated_s']:,.0f} s ({placing['orders_per_s']} orders/s; {statuses}). Code "
+                  f"`{bench['code']}`, {bench['started_at'][:16].replace('T', ' ')} UTC, {machine['cores']} cores, "
+                  f"{machine['memory_gb']} GB, Python {machine['python']}; load average (1 min) "
+                  f"{load['start']} at the start, {load['end']} at the end.", ""]
+        if run.get("note"):
+            lines += [run["note"], ""]
+    return lines
 
 
 def _safe(cell: Callable[[Run], str], run: Run) -> str:
@@ -190,12 +230,16 @@ def record(source: Path, label: str, directory: Path = RUNS_DIR, note: str | Non
 
 def main(
     record_file: Path | None = typer.Option(None, "--record", help="A bench.json to record first."),
+    record_restart: Path | None = typer.Option(None, "--record-restart",
+                                               help="A restart.json (baton bench --restart-after) to record first."),
     label: str = typer.Option("current", "--label", help="The name it is recorded under."),
     note: str | None = typer.Option(None, "--note", help="What the figures alone do not say (shown with the run)."),
 ) -> None:
     """Record a run (optional), then rewrite docs/benchmarks.md from every recorded run."""
     if record_file:
         record(record_file, label, note=note)
+    if record_restart:
+        record(record_restart, label, RESTART_DIR, note=note)
     PAGE.write_text(render(load_runs()))
     typer.echo(f"wrote {PAGE}")
 
