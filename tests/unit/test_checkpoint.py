@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.runtime.checkpoint import Checkpoint, checkpoint_path, read_checkpoint, write_checkpoint
+from services.runtime.checkpoint import Checkpoint, Checkpoints, checkpoint_path, read_checkpoint, write_checkpoint
+from services.runtime.processing import Store, StoreSpec
 
 
 def test_a_checkpoint_reads_back_every_store_with_its_offsets(tmp_path: Path) -> None:
@@ -36,3 +37,39 @@ def test_a_checkpoint_is_usable_only_within_the_changelog() -> None:
     assert not checkpoint.usable({"orders": 0}, {"orders": 9})  # ahead of the end: the topic was made anew
     assert not checkpoint.usable({"orders": 11}, {"orders": 30})  # records it lacks were removed
     assert not checkpoint.usable({}, {})  # its changelog is gone
+
+
+def _store(name: str) -> Store[bytes]:
+    return Store(StoreSpec(name, lambda v: v, lambda b: b))
+
+
+async def test_checkpoints_fill_fresh_stores_and_say_where_to_read_the_changelog_on(tmp_path: Path) -> None:
+    async def bounds(_task: int) -> tuple[dict[str, int], dict[str, int]]:
+        return {"orders": 0}, {"orders": 12}
+
+    keeper = Checkpoints(tmp_path, bounds)
+    saved = _store("orders")
+    saved.restore("O-1", b"one")
+    saved.restore("O-2", b"two")
+    keeper.save_now(3, {"orders": 10}, {"orders": saved})
+
+    fresh = {"orders": _store("orders")}
+    offsets = await keeper.load(3, fresh)
+
+    assert offsets == {"orders": 10}
+    assert sorted(fresh["orders"].committed_raw_items()) == [("O-1", b"one"), ("O-2", b"two")]
+
+
+async def test_a_checkpoint_ahead_of_the_changelog_is_ignored(tmp_path: Path) -> None:
+    async def bounds(_task: int) -> tuple[dict[str, int], dict[str, int]]:
+        return {"orders": 0}, {"orders": 4}  # the topic was deleted and made again since
+
+    keeper = Checkpoints(tmp_path, bounds)
+    saved = _store("orders")
+    saved.restore("O-1", b"one")
+    keeper.save_now(0, {"orders": 10}, {"orders": saved})
+
+    fresh = {"orders": _store("orders")}
+
+    assert await keeper.load(0, fresh) == {}
+    assert fresh["orders"].committed_raw_items() == []
