@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.runtime.admin import changelog_name
 from services.runtime.processing import Store
+from services.runtime.settings import Settings
 
 MAGIC = b"BATONCP1"
 _U32 = struct.Struct("<I")
@@ -116,6 +119,25 @@ ChangelogBounds = Callable[[int], Awaitable[tuple[dict[str, int], dict[str, int]
 CHECKPOINT_EVERY_S = 10.0
 
 
+def kafka_bounds(settings: Settings, service: str, stores: Iterable[str]) -> ChangelogBounds:
+    """Where each store's changelog partition of a task begins and ends on Kafka (committed records)."""
+    names = list(stores)
+
+    async def bounds(task: int) -> tuple[dict[str, int], dict[str, int]]:
+        by_tp = {TopicPartition(changelog_name(settings, service, name), task): name for name in names}
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                    isolation_level="read_committed")
+        await consumer.start()
+        try:
+            beginnings = await consumer.beginning_offsets(list(by_tp))
+            ends = await consumer.end_offsets(list(by_tp))
+        finally:
+            await consumer.stop()
+        return ({by_tp[tp]: o for tp, o in beginnings.items()}, {by_tp[tp]: o for tp, o in ends.items()})
+
+    return bounds
+
+
 @dataclass
 class Checkpoints:
     """The engine's side: load a task's checkpoint into fresh stores, save every task's now and then.
@@ -170,4 +192,4 @@ class Checkpoints:
             write_checkpoint(self.path(task), offsets, entries)
 
 
-__all__ = ["Checkpoint", "Checkpoints", "checkpoint_path", "read_checkpoint", "write_checkpoint"]
+__all__ = ["Checkpoint", "Checkpoints", "checkpoint_path", "kafka_bounds", "read_checkpoint", "write_checkpoint"]
