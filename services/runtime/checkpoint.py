@@ -151,6 +151,7 @@ class Checkpoints:
     every_s: float = CHECKPOINT_EVERY_S
     last_saved: float = field(default_factory=time.monotonic)
     writing: asyncio.Task[None] | None = None
+    loaded_records: int = 0  # store entries taken from checkpoints (not read from a changelog)
 
     def path(self, task: int) -> Path:
         return self.directory / f"task-{task}.checkpoint"
@@ -167,6 +168,7 @@ class Checkpoints:
             store = stores[name]
             for key, raw in rows:
                 store.restore(key, raw)
+            self.loaded_records += len(rows)
         return dict(checkpoint.offsets)
 
     def snapshot(self, offsets: Mapping[str, int], stores: Mapping[str, Store[Any]]) -> tuple[dict[str, int], dict[

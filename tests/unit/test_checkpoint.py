@@ -57,6 +57,7 @@ async def test_checkpoints_fill_fresh_stores_and_say_where_to_read_the_changelog
     offsets = await keeper.load(3, fresh)
 
     assert offsets == {"orders": 10}
+    assert keeper.loaded_records == 2
     assert sorted(fresh["orders"].committed_raw_items()) == [("O-1", b"one"), ("O-2", b"two")]
 
 
