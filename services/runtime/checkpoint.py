@@ -30,9 +30,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.runtime.admin import changelog_name
+from services.runtime.logs import get_logger
 from services.runtime.processing import Store
 from services.runtime.settings import Settings
 
+log = get_logger(__name__)
 MAGIC = b"BATONCP1"
 _U32 = struct.Struct("<I")
 
@@ -68,7 +70,7 @@ def write_checkpoint(path: Path, offsets: Mapping[str, int], entries: Mapping[st
             parts += [_U32.pack(len(raw_key)), raw_key, _U32.pack(len(value)), value]
     data = b"".join(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")  # two instances of a service may share the folder
     with temporary.open("wb") as handle:
         handle.write(data)
         handle.flush()
@@ -187,11 +189,18 @@ class Checkpoints:
 
     def save_now(self, task: int, offsets: Mapping[str, int], stores: Mapping[str, Store[Any]]) -> None:
         """On a clean shutdown (after the last commit): the restart reads nothing but what came after."""
-        write_checkpoint(self.path(task), *self.snapshot(offsets, stores))
+        self._write(task, *self.snapshot(offsets, stores))
 
     def _write_all(self, snapshots: Mapping[int, tuple[dict[str, int], dict[str, list[tuple[str, bytes]]]]]) -> None:
         for task, (offsets, entries) in snapshots.items():
+            self._write(task, offsets, entries)
+
+    def _write(self, task: int, offsets: dict[str, int], entries: dict[str, list[tuple[str, bytes]]]) -> None:
+        """A checkpoint that cannot be written only makes the next restore longer: never fail the loop for it."""
+        try:
             write_checkpoint(self.path(task), offsets, entries)
+        except OSError as exc:
+            log.warning("checkpoint_not_written", task=task, error=repr(exc))
 
 
 __all__ = ["Checkpoint", "Checkpoints", "checkpoint_path", "kafka_bounds", "read_checkpoint", "write_checkpoint"]

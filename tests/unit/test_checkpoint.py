@@ -16,7 +16,7 @@ def test_a_checkpoint_reads_back_every_store_with_its_offsets(tmp_path: Path) ->
     loaded = read_checkpoint(path)
 
     assert loaded == Checkpoint({"orders": 42, "capacity": 0}, {"orders": entries["orders"], "capacity": []})
-    assert not path.with_suffix(".tmp").exists()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
 
 
 def test_a_missing_or_damaged_checkpoint_is_none(tmp_path: Path) -> None:
