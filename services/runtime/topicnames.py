@@ -8,6 +8,10 @@ from schemas.topics import ALL_TOPICS, TopicSpec
 from services.runtime.settings import Settings
 
 _SPECS = {spec.name: spec for spec in ALL_TOPICS}
+# A compacted topic (availability, network, catalog) is read whole by every service that starts: Kafka only
+# compacts closed segments (a week or a gigabyte by default), so without these every update stays, and a
+# restart with 100,000 orders placed re-read every availability change ever made before its first batch.
+COMPACTED_CONFIG = {"segment.ms": "60000", "min.cleanable.dirty.ratio": "0.2"}
 
 
 def spec_named(name: str) -> TopicSpec:
@@ -15,7 +19,8 @@ def spec_named(name: str) -> TopicSpec:
 
 
 def topic_config(spec: TopicSpec) -> dict[str, Any]:
-    config = {"cleanup.policy": spec.cleanup_policy, **spec.extra_config}
+    config = {"cleanup.policy": spec.cleanup_policy,
+              **(COMPACTED_CONFIG if spec.cleanup_policy == "compact" else {}), **spec.extra_config}
     if spec.cleanup_policy == "delete":
         config["retention.ms"] = str(spec.retention_ms)
     return config
