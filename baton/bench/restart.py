@@ -39,7 +39,7 @@ from baton.publish import Publisher
 from baton.scenario.model import Scenario
 from baton.scenario.runner import RunOptions, ScenarioRun
 from schemas.envelope import encode, envelope_for
-from schemas.orders import OrderPlaced
+from schemas.orders import OrderPlaced, ShipTo
 from schemas.topics import ORDERS_INBOUND
 from services.runtime.admin import wait_caught_up
 from services.runtime.settings import Settings, project_root
@@ -148,6 +148,11 @@ async def _count(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> tuple
     return records, size
 
 
+def shipped_to(orders: list[OrderPlaced], lat: float, lon: float) -> list[OrderPlaced]:
+    """The same orders, every one delivered to (lat, lon)."""
+    return [o.model_copy(update={"delivery": ShipTo(lat=lat, lon=lon)}) for o in orders]
+
+
 class Trickle:
     """New orders, one every ``every_s``, from the kill until told to stop; remembers when each was placed."""
 
@@ -243,7 +248,7 @@ class RestartBench:
     async def _restart(self, tail: StatusTail, name: str) -> RestartFigure:
         self.live.phase(f"{name}: reading its changelogs")
         sizes = await changelog_sizes(self.settings, name)
-        trickle = Trickle(self.settings, self.spare[: TRICKLE_ORDERS // 3])
+        trickle = Trickle(self.settings, self._aimed(name, self.spare[: TRICKLE_ORDERS // 3]))
         self.spare = self.spare[TRICKLE_ORDERS // 3:]
         stop = asyncio.Event()
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
@@ -264,6 +269,11 @@ class RestartBench:
         await wait_caught_up(self.settings, self.runner.locations, timeout_s=15.0)
         return RestartFigure(name, restart.killed_at, restart.back_at, first, restart.measured_by,
                              len(trickle.placed), sizes)
+
+    def _aimed(self, name: str, orders: list[OrderPlaced]) -> list[OrderPlaced]:
+        """A WMS node's trickle is shipped to its own door, so that the nearest-first rules send it there."""
+        location = next((loc for loc in self.scenario.locations if f"wms-{loc.id}" == name), None)
+        return orders if location is None else shipped_to(orders, location.lat, location.lon)
 
     async def _first_allocated(self, tail: StatusTail, trickle: Trickle) -> float | None:
         """The trickle starts once the kill is done, so its first allocated order is the first one after the kill."""

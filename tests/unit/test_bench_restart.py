@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from baton.bench.restart import ChangelogSize, RestartFigure, changelog_topics_of, first_allocated_after
+from baton.bench.restart import ChangelogSize, RestartFigure, changelog_topics_of, first_allocated_after, shipped_to
+from schemas.orders import OrderLine, OrderPlaced, PickupAt, ShipTo
 
 
 def test_first_allocated_after_takes_the_earliest_allocation_of_orders_placed_since_the_kill() -> None:
@@ -44,3 +45,13 @@ def test_changelog_topics_of_each_kind_of_process() -> None:
     assert changelog_topics_of("inventory", topics, "ns") == ["ns.inventory-holds-changelog",
                                                               "ns.inventory-ledgers-changelog"]
     assert changelog_topics_of("wms-WH-PAR", topics, "ns") == ["ns.wms-WH-PAR-entities-changelog"]
+
+
+def test_a_wms_nodes_trickle_is_shipped_to_its_door() -> None:
+    order = OrderPlaced(order_id="R-1", channel="web", customer_id="C-1",
+                        lines=[OrderLine(sku="TEE-M", qty=1, unit_price=10.0)], delivery=PickupAt(location="ST-PAR"))
+
+    (aimed,) = shipped_to([order], 50.63, 3.06)
+
+    assert aimed.delivery == ShipTo(lat=50.63, lon=3.06)
+    assert (aimed.order_id, aimed.lines) == (order.order_id, order.lines)
