@@ -32,11 +32,17 @@ class FakeReadModel:
         self.writes: list[list[dict[str, Any]]] = []
         self.resynced: list[dict[str, Any]] = []
 
+        self.shown: dict[str, dict[str, Any]] = {}  # what Redis holds, by order id
+
     async def write_orders(self, views: Iterable[Mapping[str, Any]]) -> None:
         self.writes.append([dict(v) for v in views])
+        self.shown.update((v["order_id"], dict(v)) for v in views)
 
     async def write_orders_if_newer(self, views: Iterable[Mapping[str, Any]]) -> None:
         self.resynced.extend(dict(v) for v in views)
+
+    async def read_orders(self, order_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        return {order_id: self.shown.get(order_id) for order_id in order_ids}
 
     async def close(self) -> None:
         pass
@@ -318,6 +324,29 @@ def test_views_are_written_again_from_the_restored_store_once_a_task_is_assigned
 
     asyncio.run(assign_and_let_the_resync_run())
     assert sorted(view["order_id"] for view in read_model.resynced) == ["O-1", "O-2"]
+
+
+def test_views_already_current_in_redis_are_not_rebuilt_after_an_assignment() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.feed(placed("O-2"), ORDERS_INBOUND.name)
+    driver.commit()
+    restarted, read_model = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    fresh = Driver(restarted)
+    for key, raw in driver.changelogs[ORDERS]:
+        fresh.stores[ORDERS].restore(key, raw)
+    current = fresh.stores[ORDERS].committed_value("O-1")
+    assert current is not None
+    read_model.shown["O-1"] = current.view()  # O-1's view reached Redis before the crash, O-2's did not
+
+    async def assign_and_let_the_resync_run() -> None:
+        restarted.on_assigned(fresh.ctx)
+        await asyncio.gather(*restarted.background)
+
+    asyncio.run(assign_and_let_the_resync_run())
+    assert [view["order_id"] for view in read_model.resynced] == ["O-2"]
 
 
 def test_a_deadline_runs_from_when_the_order_was_handled_not_from_when_it_was_placed() -> None:
