@@ -21,6 +21,7 @@ from services.inventory.domain.ledger import Reservation, SkuLedger
 from services.inventory.views import EXPIRY_GRACE, RESEND_AFTER, AvailabilityWriter, Expiries
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
 from services.runtime.settings import Settings
+from tests.unit.engine_driver import commit_in_memory
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -83,18 +84,9 @@ class Driver:
         return self.commit()
 
     def commit(self) -> list[Outgoing]:
-        changes, hold_changes = self.store.changelog(), self.holds.changelog()
-        self.store.committed(changes)
-        self.holds.committed(hold_changes)
-        self.changelogs.append(changes)
-        self.hold_changelogs.append(hold_changes)
-        out, after = self.ctx.take()
-
-        async def run_after() -> None:
-            for work in after:
-                await work()
-
-        asyncio.run(run_after())
+        changes, out = commit_in_memory(self.ctx)
+        self.changelogs.append(changes[LEDGERS])
+        self.hold_changelogs.append(changes[HOLDS])
         return out
 
 

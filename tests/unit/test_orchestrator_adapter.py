@@ -20,6 +20,7 @@ from services.orchestrator.domain.order import Deadline, OrderState
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name, spec_named
+from tests.unit.engine_driver import commit_in_memory
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(namespace="unit")
@@ -84,16 +85,7 @@ class Driver:
         self.service.handle(self.ctx, parsed_envelope, parsed, record)
 
     def commit(self) -> list[Outgoing]:
-        self.changelogs = {name: store.changelog() for name, store in self.stores.items()}
-        for name, store in self.stores.items():
-            store.committed(self.changelogs[name])
-        out, after = self.ctx.take()
-
-        async def run_after() -> None:
-            for work in after:
-                await work()
-
-        asyncio.run(run_after())
+        self.changelogs, out = commit_in_memory(self.ctx)
         return out
 
     def roll_back(self) -> None:

@@ -3,7 +3,6 @@ records through ``handle``, the timer, commits (changelog -> committed) and the 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,6 +19,7 @@ from services.wms_node.domain.model import WaveRules
 from services.wms_node.domain.node import Node
 from services.wms_node.domain.work import NodeConfig
 from services.wms_node.service import ENTITIES, Bundle, CommitSink, Committed, Entities, MasterData, NodeService
+from tests.unit.engine_driver import commit_in_memory
 from tests.unit.wms_support import LOCATION, SMALL, T0
 
 INBOX = f"ns.wms.{LOCATION}.commands.v1"
@@ -75,15 +75,8 @@ class Driver:
         return self.commit()
 
     def commit(self) -> list[Outgoing]:
-        changes = self.store.changelog()
-        self.store.committed(changes)
-        self.changelogs.append(changes)
-        out, after = self.ctx.take()
-        async def run_after() -> None:
-            for work in after:
-                await work()
-
-        asyncio.run(run_after())
+        changes, out = commit_in_memory(self.ctx)
+        self.changelogs.append(changes[ENTITIES.name])
         return out
 
 
