@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from types import TracebackType
 
@@ -15,7 +16,12 @@ from services.runtime.topicnames import full_topic_name, spec_named
 
 
 class Publisher:
-    """An idempotent producer (acks=all) sending CloudEvents envelopes."""
+    """An idempotent producer (acks=all) sending CloudEvents envelopes.
+
+    A message is sent once Kafka confirmed it: ``publish(wait=True)`` waits for that message, ``flush()`` (and
+    leaving the ``async with``) for every message published before, and raises when one was not delivered, so
+    a failed delivery never passes unnoticed (a scenario's network, say, on a broker that had just started).
+    """
 
     def __init__(self, settings: Settings, source: str = "baton/cli") -> None:
         self.settings = settings
@@ -26,13 +32,18 @@ class Publisher:
             enable_idempotence=True,
             linger_ms=5,
         )
+        self.pending: list[asyncio.Future[object]] = []
 
     async def __aenter__(self) -> Publisher:
         await self.producer.start()
         return self
 
     async def __aexit__(self, *exc: object | type[BaseException] | TracebackType | None) -> None:
-        await self.producer.stop()
+        try:
+            if exc[0] is None:
+                await self.flush()
+        finally:
+            await self.producer.stop()
 
     async def publish(
         self,
@@ -54,6 +65,8 @@ class Publisher:
         future = await self.producer.send(topic, key=key.encode(), value=encode(envelope))
         if wait:
             await future
+        else:
+            self.pending.append(future)
         return event_id
 
     async def publish_raw(self, spec: TopicSpec, key: str | None, value: bytes) -> None:
@@ -62,4 +75,7 @@ class Publisher:
         await self.producer.send_and_wait(topic, key=key.encode() if key else None, value=value)
 
     async def flush(self) -> None:
+        """Wait until every message published so far was delivered; raise if one was not."""
+        pending, self.pending = self.pending, []
         await self.producer.flush()
+        await asyncio.gather(*pending)
