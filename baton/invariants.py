@@ -434,3 +434,57 @@ async def _messages(settings: Settings, topic: str, kinds: Sequence[type[Message
         if envelope is not None and envelope.type in by_type:
             out.append(by_type[envelope.type].model_validate(envelope.data))
     return out
+
+
+# ---------------------------------------------------------------- over the whole log (``baton audit``)
+
+
+def movements_balance(facts: Facts, expected: Expected) -> Check:
+    """Per position, the ledger's movements (each counted once) sum to the on hand last published."""
+    title = "the movements sum to the on hand last published"
+    if facts.movements is None:
+        return Check("movements_balance", title)
+    summed: dict[StockKey, int] = defaultdict(int)
+    for moved in distinct_movements(facts.movements):
+        summed[(moved.location, moved.sku)] += moved.delta
+    broken = []
+    for location, sku in sorted(set(summed) | {(loc, sku) for loc, sku, _ in _positions(facts.stock)}):
+        on_hand = facts.stock.get(location, {}).get(sku, {}).get("on_hand", 0)
+        if summed.get((location, sku), 0) != on_hand:
+            broken.append((f"{sku}@{location}", f"balance: {sku}@{location} movements sum to "
+                                                f"{summed.get((location, sku), 0)}, availability says {on_hand}"))
+    return _check("movements_balance", title, broken)
+
+
+def positions_never_negative(facts: Facts, expected: Expected) -> Check:
+    """No movement ever left a position below zero (on hand after it, and the running sum of the deltas)."""
+    running: dict[StockKey, int] = defaultdict(int)
+    broken = []
+    for moved in distinct_movements(facts.movements or ()):
+        key = (moved.location, moved.sku)
+        running[key] += moved.delta
+        if moved.on_hand_after < 0 or running[key] < 0:
+            where = f"{moved.sku}@{moved.location}"
+            broken.append((where, f"negative: {where} went to {min(moved.on_hand_after, running[key])} "
+                                  f"by movement {moved.movement_id}"))
+    return _check("never_negative", "no position ever went below zero", broken)
+
+
+def refunds_within_paid(paid: Mapping[str, float], refunded: Iterable[tuple[str, float]]) -> Check:
+    """An order's refunds (order id, amount) never sum above what was paid for it."""
+    total: dict[str, float] = defaultdict(float)
+    for order_id, amount in refunded:
+        total[order_id] += amount
+    broken = [
+        (order_id, f"refunds: {order_id} refunded {amount:.2f} of {paid.get(order_id, 0.0):.2f} paid")
+        for order_id, amount in sorted(total.items())
+        if amount > paid.get(order_id, 0.0) + 0.005
+    ]
+    return _check("refunds_within_paid", "no order refunded beyond what was paid", broken)
+
+
+def check_log_invariants(facts: Facts, expected: Expected | None = None) -> InvariantReport:
+    """The brief's invariants plus those only the whole log can tell (``baton audit``)."""
+    expected = expected or Expected(order_ids=tuple(facts.orders))
+    extra = tuple(check(facts, expected) for check in (movements_balance, positions_never_negative))
+    return InvariantReport(check_invariants(facts, expected).checks + extra)
