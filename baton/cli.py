@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from baton.audit.cli import audit_command
 from baton.bench.cli import bench_command
 from baton.demo import demo_command
 from baton.explain_cli import explain_command
@@ -30,6 +31,7 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(stock_app, name="stock")
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
+app.command("audit")(audit_command)
 app.add_typer(wms_app, name="wms")
 app.add_typer(network_app, name="network")
 app.add_typer(rules_app, name="rules")
