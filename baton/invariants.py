@@ -19,6 +19,7 @@ from schemas.inventory import (
     BackorderFilled,
     ReservationConsumed,
     ReservationExpired,
+    ReservationReduced,
     ReservationRefused,
     ReservationReleased,
     StockMoved,
@@ -42,7 +43,8 @@ StockKey = tuple[str, str]  # (location, sku)
 Orders = Mapping[str, Mapping[str, Any]]  # order id -> view: status, lines, shipments
 Stock = Mapping[str, Mapping[str, Mapping[str, int]]]  # location -> sku -> on_hand, reserved, safety_stock...
 RESERVATION_EVENTS: tuple[type[Message], ...] = (
-    StockReserved, BackorderFilled, ReservationConsumed, ReservationReleased, ReservationExpired, ReservationRefused
+    StockReserved, BackorderFilled, ReservationConsumed, ReservationReleased, ReservationExpired, ReservationRefused,
+    ReservationReduced,
 )
 
 
@@ -137,6 +139,17 @@ def check_invariants(facts: Facts, expected: Expected | None = None) -> Invarian
     return InvariantReport(tuple(check(facts, expected) for check in checks))
 
 
+# The invariants that hold after every commit, not only once the network is quiet (a shipment whose stock has not
+# moved yet, or an order still in progress, is not a violation mid-run).
+SAFETY_CHECKS: tuple[Callable[[Facts, Expected], Check], ...] = ()  # filled below, once the checks are defined
+
+
+def check_safety(facts: Facts, expected: Expected | None = None) -> InvariantReport:
+    """The invariants that must hold at every moment (the simulator checks them after each commit)."""
+    expected = expected or Expected(order_ids=tuple(facts.orders))
+    return InvariantReport(tuple(check(facts, expected) for check in SAFETY_CHECKS))
+
+
 def _check(name: str, title: str, broken: Iterable[tuple[str, str]]) -> Check:
     pairs = list(broken)
     return Check(name, title, tuple(dict.fromkeys(c for c, _ in pairs)), tuple(v for _, v in pairs))
@@ -213,7 +226,7 @@ def open_holds(events: Iterable[Message]) -> dict[StockKey, int]:
 
     A reservation's first ``StockReserved`` decides whether it holds on hand or waits on supply (later ones
     only move a backorder's promise, or repeat the decision); ``BackorderFilled`` moves a waiting one on
-    hand; consumed, released and expired end it.
+    hand; ``ReservationReduced`` shrinks it to its ``qty``; consumed, released and expired end it.
     """
     holds: dict[str, tuple[StockKey, int, bool]] = {}  # reservation -> (position, qty, on hand)
     ended: set[str] = set()
@@ -225,6 +238,8 @@ def open_holds(events: Iterable[Message]) -> dict[StockKey, int]:
             holds[rid] = ((event.location, event.sku), event.qty, event.against_supply is None)
         elif isinstance(event, BackorderFilled) and rid in holds:
             holds[rid] = ((event.location, event.sku), event.qty, True)
+        elif isinstance(event, ReservationReduced) and rid in holds:
+            holds[rid] = (holds[rid][0], event.qty, holds[rid][2])
         elif isinstance(event, ReservationConsumed | ReservationReleased | ReservationExpired | ReservationRefused):
             ended.add(rid)
             holds.pop(rid, None)
@@ -360,6 +375,10 @@ def other_movements(movements: Iterable[StockMoved], expected: Expected) -> dict
         if moved.kind != "shipped" and not initial:
             out[(moved.location, moved.sku)] += moved.delta
     return dict(out)
+
+
+SAFETY_CHECKS = (no_oversell, no_line_overshipped, lines_accounted, reserved_equals_open_holds, reservations_end_once,
+                 no_double_effect)
 
 
 # ---------------------------------------------------------------- from a namespace's topics and read model
