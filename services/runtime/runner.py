@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
 from collections.abc import Iterable
+from typing import Any
 
+import orjson
 from aiohttp import web as aioweb
 
 from services.runtime.admin import ensure_topics
@@ -69,8 +72,8 @@ def run_service(
     configure_logging(service.name, settings.log_level)
     _use_uvloop()
 
-    if config is None and os.environ.get("BATON_INSTANCE_ID"):
-        config = EngineConfig(instance_id=f"{service.name}-{os.environ['BATON_INSTANCE_ID']}")
+    if config is None:
+        config = engine_config_from_env(service.name)
 
     async def main() -> None:
         engine = Engine(service, settings, config)
@@ -83,6 +86,19 @@ def run_service(
         )
 
     asyncio.run(main())
+
+
+def engine_config_from_env(service_name: str) -> EngineConfig:
+    """The engine's defaults, with ``BATON_INSTANCE_ID`` (static membership) and ``BATON_ENGINE``, a JSON object
+    of ``EngineConfig`` fields to override (for measurements, e.g. ``{"linger_ms": 0}``)."""
+    overrides: dict[str, Any] = orjson.loads(os.environ.get("BATON_ENGINE") or "{}")
+    known = {f.name for f in dataclasses.fields(EngineConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"BATON_ENGINE: no such engine setting {sorted(unknown)}")
+    if os.environ.get("BATON_INSTANCE_ID"):
+        overrides["instance_id"] = f"{service_name}-{os.environ['BATON_INSTANCE_ID']}"
+    return EngineConfig(**overrides)
 
 
 async def _heartbeat(read_model: ReadModel, name: str, assigned: asyncio.Event) -> None:
