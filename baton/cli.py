@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from baton.audit.cli import audit_command
+from baton.audit.cli import audit_command, export_command
 from baton.bench.cli import bench_command
 from baton.demo import demo_command
 from baton.explain_cli import explain_command
@@ -12,6 +12,7 @@ from baton.network_cli import network_app, rules_app
 from baton.orders_cli import orders_app
 from baton.run_cli import run_app
 from baton.scenario.cli import scenario_app
+from baton.sim.cli import sim_command
 from baton.stack.cli import stack_app
 from baton.stock_cli import stock_app
 from baton.topics_cli import topics_app
@@ -31,7 +32,9 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(stock_app, name="stock")
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
+app.command("sim")(sim_command)
 app.command("audit")(audit_command)
+app.command("export")(export_command)
 app.add_typer(wms_app, name="wms")
 app.add_typer(network_app, name="network")
 app.add_typer(rules_app, name="rules")

@@ -7,6 +7,7 @@ import sys
 import time
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baton.audit.checks import AuditReport, Window, audit_records
+from baton.audit.export import FORMATS, ExportError, rows, select, write
 from baton.audit.log import LogRecord, parse_time, read_log
 from services.runtime.settings import Settings
 
@@ -104,3 +106,35 @@ def _print_report(settings: Settings, report: AuditReport, speed: dict[str, Any]
     console.print(table)
     if len(report.violations) > SHOWN:
         console.print(f"... and {len(report.violations) - SHOWN} more (--json lists them all)")
+
+
+def export_command(
+    order_id: str | None = typer.Option(None, "--order", help="The events of this order."),
+    start: str | None = typer.Option(None, "--from", help="The events stamped from this time."),
+    end: str | None = typer.Option(None, "--to", help="The events stamped up to this time."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv | parquet (parquet needs pyarrow)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file (default: stdout)."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Default: BATON_NAMESPACE."),
+) -> None:
+    """The events of one order, or of a period, with their causation (id, cause id and cause type), one row
+    each, for auditors' own tools."""
+    if order_id is None and start is None and end is None:
+        err.print("[red]say what to export[/red]: --order ID, or --from TIME / --to TIME")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if fmt not in FORMATS:
+        err.print(f"[red]--format[/red]: one of {', '.join(FORMATS)}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if fmt == "parquet" and out is None:
+        err.print("[red]--format parquet[/red] needs --out FILE")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    settings = settings_for(namespace)
+    since, until = time_option(start, "--from"), time_option(end, "--to")
+    records, _ = read_with_progress(settings, until, quiet=out is None)
+    chosen = select(records, order_id=order_id, since=since, until=until)
+    try:
+        write(rows(chosen, records), fmt, out if out is not None else sys.stdout.buffer)
+    except ExportError as exc:
+        err.print(f"[red]export[/red]: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    if out is not None:
+        err.print(f"{len(chosen):,} events written to {out}")

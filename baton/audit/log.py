@@ -9,8 +9,11 @@ the last record stamped at or before ``until``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import gc
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,30 +31,30 @@ STALL_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One record of the log: where it is, when Kafka stamped it, and its CloudEvents document (None: not JSON)."""
+    """One record of the log: where it is, when Kafka stamped it, and its CloudEvents document (None: not JSON);
+    its type, id and data picked out once (the checks read them many times)."""
 
     topic: str  # the catalog name, e.g. ``inventory.movements.v1`` or ``wms.WH-PAR.commands.v1``
     partition: int
     offset: int
     timestamp_ms: int
     doc: dict[str, Any] | None
+    type: str = ""
+    id: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parsed(cls, topic: str, partition: int, offset: int, timestamp_ms: int, raw: bytes | None) -> LogRecord:
+        doc = _document(raw)
+        if doc is None:
+            return cls(topic, partition, offset, timestamp_ms, None)
+        data = doc.get("data")
+        return cls(topic, partition, offset, timestamp_ms, doc, str(doc.get("type") or ""), str(doc.get("id") or ""),
+                   data if isinstance(data, dict) else {})
 
     @property
     def where(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
-
-    @property
-    def type(self) -> str:
-        return str(self.doc.get("type", "")) if self.doc else ""
-
-    @property
-    def id(self) -> str:
-        return str(self.doc.get("id", "")) if self.doc else ""
-
-    @property
-    def data(self) -> dict[str, Any]:
-        data = self.doc.get("data") if self.doc else None
-        return data if isinstance(data, dict) else {}
 
     @property
     def time(self) -> datetime:
@@ -104,9 +107,25 @@ async def read_log(
     )
     await consumer.start()
     try:
-        return await _read(consumer, settings, partitions, until, on_total, on_progress)
+        with paused_gc():
+            return await _read(consumer, settings, partitions, until, on_total, on_progress)
     finally:
         await consumer.stop()
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while millions of records are built (none of them holds a cycle):
+    measured, its repeated full scans of the growing list took over half of the read. Frozen after, so later
+    collections do not walk the records either."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 async def _read(
@@ -133,14 +152,14 @@ async def _read(
         consumer.seek(tp, starts[tp])
     names = {tp.topic: catalog_name(settings, tp.topic) for tp in partitions}
     out: list[LogRecord] = []
-    loop_time = _clock()
+    loop_time = time.monotonic
     stalled_since = loop_time()
     while pending:
         batches = await consumer.getmany(timeout_ms=500, max_records=50_000)
         for tp, records in batches.items():
             end, name, before = ends[tp], names[tp.topic], len(out)
-            out.extend(LogRecord(name, tp.partition, r.offset, r.timestamp, _document(r.value))
-                       for r in records if r.offset < end)
+            parsed = LogRecord.parsed
+            out.extend(parsed(name, tp.partition, r.offset, r.timestamp, r.value) for r in records if r.offset < end)
             if on_progress is not None:
                 on_progress(len(out) - before)
         done = {tp for tp in pending if await consumer.position(tp) >= ends[tp]}
@@ -152,12 +171,6 @@ async def _read(
         elif loop_time() - stalled_since > STALL_S:
             raise RuntimeError(f"{len(pending)} partition(s) stopped short of their end offsets")
     return out
-
-
-def _clock() -> Callable[[], float]:
-    import time
-
-    return time.monotonic
 
 
 def _document(raw: bytes | None) -> dict[str, Any] | None:

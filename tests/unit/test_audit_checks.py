@@ -1,0 +1,95 @@
+"""The audit's record checks on hand-made logs: each tamper named at its topic, partition and offset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from baton.audit.checks import Window, audit_records, in_time_order
+from baton.audit.log import LogRecord
+from baton.invariants import Expected, Facts, movements_balance, positions_never_negative, refunds_within_paid
+from schemas.inventory import StockMoved
+
+
+class Log:
+    """A log built record by record; offsets per (topic, partition) as Kafka would give them."""
+
+    def __init__(self) -> None:
+        self.records: list[LogRecord] = []
+        self.clock = 1_000
+
+    def add(self, topic: str, type_: str, data: dict[str, Any], *, id_: str, cause: str | None = None,
+            partition: int = 0) -> LogRecord:
+        offset = sum(1 for r in self.records if r.topic == topic and r.partition == partition)
+        doc = {"id": id_, "type": type_, "source": "t", "time": "2026-01-01T00:00:00Z", "data": data,
+               "correlationid": data.get("order_id", "x")}
+        if cause is not None:
+            doc["causationid"] = cause
+        self.clock += 1
+        record = LogRecord.parsed(topic, partition, offset, self.clock, orjson.dumps(doc))
+        self.records.append(record)
+        return record
+
+
+def _moved(log: Log, id_: str, delta: int, after: int, cause: str | None = None) -> LogRecord:
+    data = {"movement_id": f"m-{id_}", "sku": "A", "location": "W", "kind": "counted", "delta": delta,
+            "on_hand_after": after, "cause_id": "c"}
+    return log.add("inventory.movements.v1", "inventory.stock_moved.v1", data, id_=id_, cause=cause)
+
+
+def _availability(log: Log, on_hand: int, version: int) -> None:
+    data = {"sku": "A", "location": "W", "on_hand": on_hand, "reserved": 0, "safety_stock": 0,
+            "available": on_hand, "version": version}
+    log.add("inventory.availability.v1", "inventory.availability_changed.v1", data, id_=f"av{version}")
+
+
+def test_a_clean_ledger_audits_clean() -> None:
+    log = Log()
+    _moved(log, "1", 10, 10)
+    _moved(log, "2", -3, 7)
+    _moved(log, "2", -3, 7)  # the same movement delivered again: one effect
+    _availability(log, 7, 2)
+    assert audit_records(log.records).violations == []
+
+
+def test_a_broken_chain_a_missing_cause_and_a_reused_id_are_named_where_they_are() -> None:
+    log = Log()
+    _moved(log, "1", 10, 10)
+    bad = _moved(log, "2", 5, 10)  # +5 that does not move on hand: breaks the chain and the balance
+    orphan = _moved(log, "3", 0, 10, cause="nowhere")
+    log.add("inventory.movements.v1", "inventory.stock_moved.v1", {"other": 1}, id_="1")  # id 1 reused
+    _availability(log, 10, 3)
+    report = audit_records(log.records)
+    found = {(v.check, v.offset) for v in report.violations}
+    assert ("movement_chain", bad.offset) in found
+    assert ("cause_exists", orphan.offset) in found
+    assert ("id_unique", 3) in found
+    assert any(v.check == "invariant:movements_balance" for v in report.violations)
+
+
+def test_a_window_reports_only_the_records_stamped_in_it() -> None:
+    log = Log()
+    _moved(log, "1", 10, 10, cause="nowhere")
+    late = _moved(log, "2", 0, 10, cause="nowhere")
+    report = audit_records(log.records, Window(start_ms=late.timestamp_ms))
+    assert [v.offset for v in report.violations if v.check == "cause_exists"] == [late.offset]
+
+
+def test_time_order_keeps_each_partition_in_offset_order() -> None:
+    a = [LogRecord("t", 0, i, ts, None) for i, ts in enumerate([5, 3, 9])]
+    b = [LogRecord("u", 0, i, ts, None) for i, ts in enumerate([1, 4, 6])]
+    merged = in_time_order(a + b)
+    assert [r.offset for r in merged if r.topic == "t"] == [0, 1, 2]
+    assert [(r.topic, r.offset) for r in merged][:2] == [("u", 0), ("u", 1)]
+
+
+def test_log_invariants_balance_negative_and_refunds() -> None:
+    moves = [StockMoved(movement_id=f"m{i}", sku="A", location="W", kind="adjusted", delta=d, on_hand_after=0,
+                        cause_id="c") for i, d in enumerate([2, -3])]
+    facts = Facts(orders={}, stock={"W": {"A": {"on_hand": 0, "reserved": 0}}}, movements=moves)
+    expected = Expected(order_ids=())
+    assert movements_balance(facts, expected).culprits == ("A@W",)
+    assert positions_never_negative(facts, expected).culprits == ("A@W",)
+    assert refunds_within_paid({"O-1": 10.0}, [("O-1", 6.0), ("O-1", 4.0)]).held
+    assert refunds_within_paid({"O-1": 10.0}, [("O-1", 6.0), ("O-1", 5.0)]).culprits == ("O-1",)
