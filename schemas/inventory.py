@@ -73,6 +73,14 @@ class ReceiveStock(Command):
         return self.sku
 
 
+class PickShortfall(Frozen):
+    """One reservation's pick that came up short: the units the picker found, and those not at the bins."""
+
+    reservation_id: EntityId
+    picked: Quantity
+    missing: PositiveQuantity
+
+
 class AdjustStock(Command):
     event_type = "inventory.adjust_stock.v1"
     summary = "A location corrects its stock by a delta (short pick, damage, cycle count, restock of a return)."
@@ -82,6 +90,12 @@ class AdjustStock(Command):
     location: LocationId
     delta: int
     reason: Literal["short_pick", "damaged", "cycle_count", "return_restocked", "correction"]
+    shortfalls: list[PickShortfall] = Field(
+        default_factory=list,
+        description="For a short pick: the reservations being picked and what was found for each. The ledger "
+        "shrinks exactly those holds to the units found and writes off only what its books still counted for "
+        "them (a count may already have), instead of releasing the newest holds of the location.",
+    )
 
     def subject(self) -> str:
         return self.sku
@@ -198,6 +212,22 @@ class ReservationReleased(Message):
     sku: Sku
     location: LocationId
     qty: Quantity
+    reason: str
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReservationReduced(Message):
+    event_type = "inventory.reservation_reduced.v1"
+    summary = "A held reservation gave back part of its units (stock lost under it, a short pick); it holds qty."
+
+    reservation_id: EntityId
+    order_id: EntityId
+    sku: Sku
+    location: LocationId
+    qty: PositiveQuantity = Field(description="Units the reservation still holds.")
+    released: PositiveQuantity = Field(description="Units it gave back with this change.")
     reason: str
 
     def subject(self) -> str:

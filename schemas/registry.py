@@ -25,6 +25,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     inventory.StockReserved,
     inventory.ReservationRefused,
     inventory.ReservationReleased,
+    inventory.ReservationReduced,
     inventory.ReservationConsumed,
     inventory.StockMoved,
     inventory.AvailabilityChanged,

@@ -95,6 +95,7 @@ INVENTORY_RESERVATIONS = TopicSpec(
         inventory.StockReserved,
         inventory.ReservationRefused,
         inventory.ReservationReleased,
+        inventory.ReservationReduced,
         inventory.ReservationConsumed,
         inventory.BackorderFilled,
         inventory.ReservationExpired,

@@ -18,6 +18,7 @@ from schemas.inventory import (
     ReleaseReservation,
     ReservationConsumed,
     ReservationExpired,
+    ReservationReduced,
     ReservationRefused,
     ReservationReleased,
     ReserveStock,
@@ -276,23 +277,29 @@ def test_an_adjustment_never_takes_on_hand_below_zero_and_restocked_returns_have
     ]
 
 
-def test_stock_lost_below_what_is_held_releases_the_newest_holds() -> None:
+def test_stock_lost_below_what_is_held_shrinks_the_newest_holds_by_exactly_the_missing_units() -> None:
     book = Book(on_hand=6)
     for rid in ("R1", "R2", "R3"):
         book.reserve(rid, 2, backorder=False)
-    emits = book(AdjustStock(adjustment_id="a1", sku=SKU, location="WH-A", delta=-3, reason="short_pick"))
+    emits = book(AdjustStock(adjustment_id="a1", sku=SKU, location="WH-A", delta=-3, reason="correction"))
     released = of(emits, ReservationReleased)
-    assert [(m.reservation_id, m.reason) for m in released] == [("R3", "stock lost"), ("R2", "stock lost")]  # type: ignore[attr-defined]
+    assert [(m.reservation_id, m.reason) for m in released] == [("R3", "stock lost")]  # type: ignore[attr-defined]
+    reduced = of(emits, ReservationReduced)
+    assert [(m.reservation_id, m.qty, m.released) for m in reduced] == [("R2", 1, 1)]  # type: ignore[attr-defined]
     avail = book.avail()
-    assert (avail.on_hand, avail.reserved, avail.available) == (3, 2, 1)
+    assert (avail.on_hand, avail.reserved, avail.available) == (3, 3, 0)  # no unit still there was freed
 
 
-def test_raising_safety_stock_above_what_is_free_releases_holds_with_that_reason() -> None:
+def test_raising_safety_stock_above_what_is_free_shrinks_holds_with_that_reason() -> None:
     book = Book(on_hand=4)
     book.reserve("R1", 3, backorder=False)
+    book.reserve("R2", 1, backorder=False)
     emits = book(CountStock(count_id="c2", sku=SKU, location="WH-A", qty=4, safety_stock=2))
     assert [(m.reservation_id, m.reason) for m in of(emits, ReservationReleased)] == [  # type: ignore[attr-defined]
-        ("R1", "safety stock raised")
+        ("R2", "safety stock raised")
+    ]
+    assert [(m.reservation_id, m.qty, m.reason) for m in of(emits, ReservationReduced)] == [  # type: ignore[attr-defined]
+        ("R1", 2, "safety stock raised")
     ]
 
 

@@ -19,11 +19,13 @@ from schemas.inventory import (
     ConsumeReservation,
     CountStock,
     ExpireReservation,
+    PickShortfall,
     ReceiveStock,
     RecordSupply,
     ReleaseReservation,
     ReservationConsumed,
     ReservationExpired,
+    ReservationReduced,
     ReservationRefused,
     ReservationReleased,
     ReserveStock,
@@ -442,6 +444,11 @@ class LedgerMachine(RuleBasedStateMachine):
             seen = self.seen[m.reservation_id]
             assert seen.decision == "supply" and not seen.ends
             seen.filled += 1
+        elif isinstance(m, ReservationReduced):
+            seen = self.seen[m.reservation_id]
+            assert not seen.ends and (seen.decision == "on_hand" or seen.filled) and 0 < m.qty < seen.qty
+            assert m.released == seen.qty - m.qty
+            seen.qty = m.qty
         elif type(m) in END_EVENTS:
             seen = self.seen[m.reservation_id]  # type: ignore[attr-defined]
             assert seen.decision in ("on_hand", "supply")
@@ -482,6 +489,34 @@ class LedgerMachine(RuleBasedStateMachine):
         expected_kind = "restocked" if reason == "return_restocked" else "adjusted"
         assert all(m.kind == expected_kind for m in moved)
         self.on_hand[location] = max(0, self.on_hand[location] + delta)
+
+    @rule(data=st.data(), picked=st.integers(0, 6), missing=st.integers(1, 6))
+    def short_pick(self, data: st.DataObject, picked: int, missing: int) -> None:
+        """A pick of one hold came up short: the hold shrinks to the units found, and on hand drops only by what
+        the books still counted for it (nothing for a hold stock loss already wrote off), never by a unit found."""
+        rid = self._rid(data)
+        known = self.ledger.reservations.get(rid)
+        was = known.model_copy() if known else None
+        location = was.location if was else data.draw(st.sampled_from(LOCATIONS))
+        before = self._pos(location).model_copy()
+        shortfall = PickShortfall(reservation_id=rid, picked=picked, missing=missing)
+        emits = self._apply(AdjustStock(adjustment_id=f"adj-{self.n}", sku=SKU, location=location, delta=-missing,
+                                        reason="short_pick", shortfalls=[shortfall]))
+        on_hold = was is not None and was.status == "held" and not was.waiting
+        if on_hold:
+            books = was.qty  # type: ignore[union-attr]
+        elif was is not None and was.status == "released" and was.ended_by in ("stock lost", "short pick"):
+            books = 0
+        else:
+            books = picked + missing
+        lost = min(max(0, min(missing, books - picked)), self.on_hand[location])
+        assert sum(e.message.delta for e in emits if isinstance(e.message, StockMoved)) == -lost
+        self.on_hand[location] -= lost
+        if on_hold:
+            now = self.ledger.reservations[rid]
+            assert (now.status, now.ended_by) == ("released", "short pick") if lost == was.qty else (  # type: ignore[union-attr]
+                now.status == "held" and now.qty == was.qty - lost)  # type: ignore[union-attr]
+            assert self._pos(location).available == before.available  # the units found stay held: no one else's
 
     @rule(location=st.sampled_from(LOCATIONS), qty=st.integers(1, 8), eta=st.sampled_from(ETAS),
           kind=st.sampled_from(["asn", "purchase_order", "transfer"]), data=st.data())
@@ -579,9 +614,9 @@ class LedgerMachine(RuleBasedStateMachine):
         if was is None or was.waiting or was.status == "refused" or was.late_shipment or was.status == "consumed":
             assert emits == []
             return
-        shipped = min(qty, was.qty, self.on_hand[was.location])
+        shipped = min(qty, was.qty + was.shrunk, self.on_hand[was.location])
         if was.status == "held":
-            assert shipped == min(qty, was.qty)  # a hold on hand is always there to ship
+            assert shipped >= min(qty, was.qty)  # a hold on hand is always there to ship
             assert isinstance(emits[0].message, ReservationConsumed)
         self.on_hand[was.location] -= shipped
 

@@ -9,7 +9,8 @@ Reservation lifecycle (``status``)::
 
     ReserveStock ──> held ──> consumed   (ConsumeReservation: the units shipped)
          │            ├────> released   (ReleaseReservation, or "stock lost" when a count/adjustment
-         │            │                  leaves fewer units than are held)
+         │            │                  leaves fewer units than are held, or "short pick": none found)
+         │            ├────> held, fewer units (ReservationReduced: stock lost under it, or a short pick)
          │            └────> expired    (ExpireReservation: a timed hold lapsed)
          └─────> refused                (not enough available, and no supply covers it for a backorder)
 
@@ -22,6 +23,12 @@ after every command (and checked by the stateful test):
 - ``reserved`` is the sum of the on-hand holds and never exceeds ``on_hand - safety_stock``;
 - no waiting reservation fits in what is available (it would have been filled);
 - every open supply's outstanding units cover the waiting reservations assigned to it.
+
+Stock lost below what is held shrinks the newest holds by exactly the missing units (a hold shrunk to nothing
+is released), so no unit is freed that is still there. A short pick names the holds it was picking
+(``AdjustStock.shortfalls``): each shrinks to the units found, and on hand drops only by what the books still
+counted for it (a count during the pick may already have written those units off), never by a hold's units
+twice and never by the units found, which ship.
 """
 
 from __future__ import annotations
@@ -43,11 +50,13 @@ from schemas.inventory import (
     ExpireReservation,
     IncomingSupply,
     MovementKind,
+    PickShortfall,
     ReceiveStock,
     RecordSupply,
     ReleaseReservation,
     ReservationConsumed,
     ReservationExpired,
+    ReservationReduced,
     ReservationRefused,
     ReservationReleased,
     ReserveStock,
@@ -61,6 +70,9 @@ from services.runtime.outbox import AppliedLog, Emit
 ReservationStatus = Literal["held", "refused", "released", "consumed", "expired"]
 STOCK_LOST = "stock lost"
 SAFETY_RAISED = "safety stock raised"
+SHORT_PICK = "short pick"
+# ends after which the books no longer count the hold's units: they were found missing
+WRITTEN_OFF = (STOCK_LOST, SHORT_PICK)
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 # Ended reservations the ledger keeps (a repeated command about one re-derives its event); older ones are
 # forgotten, or the ledger, stored whole after every batch, would grow with every order of its SKU (about
@@ -131,6 +143,8 @@ class Reservation(BaseModel):
     promised_eta: datetime | None = None
     promises: int = 0
     filled_by: str | None = None
+    shrunk: int = 0  # units given back while held (stock lost, safety raised, short pick): qty + shrunk was asked
+    reductions: int = 0
 
 
 class SkuLedger(BaseModel):
@@ -344,10 +358,14 @@ class SkuLedger(BaseModel):
             return []
         if res.status != "held":
             return self._ship_ended(res, cmd)
+        held = res.qty
         self._end_by_shipment(res, cmd)
+        # more shipped than was still held (a count shrank the hold, the pickers found the units anyway)
+        beyond = self._enforce_no_oversell(res.location, STOCK_LOST) if res.shipped > held else []
         return [
             self._end_event(res),
             self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id),
+            *beyond,
             *self._settle(res.location, cause=res.reservation_id),
             self._availability(res.location, res.reservation_id + ":end"),
         ]
@@ -378,7 +396,7 @@ class SkuLedger(BaseModel):
         position = self.position(res.location)
         res.late_shipment = cmd.shipment_id
         self._touch(res)
-        res.shipped = min(cmd.qty, res.qty, position.on_hand)
+        res.shipped = min(cmd.qty, res.qty + res.shrunk, position.on_hand)
         if not res.shipped:
             return []
         position.on_hand -= res.shipped
@@ -392,7 +410,7 @@ class SkuLedger(BaseModel):
     def _end_by_shipment(self, res: Reservation, cmd: ConsumeReservation) -> None:
         position = self.position(res.location)
         self._end_hold(res, "consumed", cmd.shipment_id)
-        res.shipped = min(cmd.qty, res.qty, position.on_hand)
+        res.shipped = min(cmd.qty, res.qty + res.shrunk, position.on_hand)
         position.on_hand -= res.shipped
         res.on_hand_after = position.on_hand
 
@@ -413,30 +431,77 @@ class SkuLedger(BaseModel):
 
     def _adjust(self, cmd: AdjustStock, command_id: str) -> list[Emit]:
         position = self.position(cmd.location)
-        delta = max(cmd.delta, -position.on_hand)
+        shrunk, delta = self._pick_shortfalls(cmd) if cmd.shortfalls else ([], cmd.delta)
+        delta = max(delta, -position.on_hand)
         kind: MovementKind = "restocked" if cmd.reason == "return_restocked" else "adjusted"
         emits = [self._move(cmd.location, kind, delta, cause_id=cmd.adjustment_id)] if delta else []
         settled = self._after_movement(cmd.location, STOCK_LOST, cause=cmd.adjustment_id)
-        return [*emits, *settled, self._availability(cmd.location, command_id)]
+        return [*shrunk, *emits, *settled, self._availability(cmd.location, command_id)]
+
+    def _pick_shortfalls(self, cmd: AdjustStock) -> tuple[list[Emit], int]:
+        """Shrink each hold being picked to the units found; the delta is what the books still counted.
+
+        Units short beyond the named holds (the delta asks for more) are written off as they are.
+        """
+        emits, written_off, named = [], 0, 0
+        for shortfall in cmd.shortfalls:
+            named += shortfall.missing
+            res = self.reservations.get(shortfall.reservation_id)
+            if res is None or res.location != cmd.location:
+                written_off += shortfall.missing
+                continue
+            lost = max(0, min(shortfall.missing, self._units_in_books(res, shortfall) - shortfall.picked))
+            written_off += lost
+            if lost and res.status == "held" and not res.waiting:
+                emits.append(self._shrink(res, lost, SHORT_PICK))
+        return emits, -(written_off + max(0, -cmd.delta - named))
+
+    @staticmethod
+    def _units_in_books(res: Reservation, shortfall: PickShortfall) -> int:
+        """Units the books still count for a reservation's pick: what it holds; none once written off; else (it
+        was released or expired while picked, its units free again) everything the pick asked for."""
+        if res.status == "held" and not res.waiting:
+            return res.qty
+        if res.status == "released" and res.ended_by in WRITTEN_OFF:
+            return 0
+        return shortfall.picked + shortfall.missing
 
     def _after_movement(self, location: str, reason: str, cause: str) -> list[Emit]:
         return [*self._enforce_no_oversell(location, reason), *self._settle(location, cause)]
 
     def _enforce_no_oversell(self, location: str, reason: str) -> list[Emit]:
-        """Fewer units than are held (a count, a loss, a raised safety stock): release the newest holds.
+        """Fewer units than are held (a count, a loss, a raised safety stock): the newest holds give back
+        exactly the units missing, so that reserved never exceeds on hand minus safety stock.
 
-        The orchestrator sees ``ReservationReleased`` with ``reason`` and re-sources those lines, so that
-        reserved never exceeds on hand minus safety stock.
+        A hold shrunk to nothing is released (``ReservationReleased`` with ``reason``), a hold shrunk in part
+        says so (``ReservationReduced``); the orchestrator re-sources what its lines lost, or, for a line a
+        location is already picking, waits for the pick to say what was there. Shrinking instead of releasing
+        whole holds frees no unit that is still on the shelf for another order.
         """
         position = self.position(location)
         emits = []
         newest_first = sorted(self._holds_on_hand(location), key=lambda r: r.seq, reverse=True)
         for res in newest_first:
-            if position.reserved <= max(0, position.on_hand - position.safety_stock):
+            excess = position.reserved - max(0, position.on_hand - position.safety_stock)
+            if excess <= 0:
                 break
-            self._end_hold(res, "released", reason)
-            emits.append(self._end_event(res))
+            emits.append(self._shrink(res, min(excess, res.qty), reason))
         return emits
+
+    def _shrink(self, res: Reservation, units: int, reason: str) -> Emit:
+        """An on-hand hold gives back ``units``: released when nothing is left, reduced otherwise."""
+        if units >= res.qty:
+            self._end_hold(res, "released", reason)
+            return self._end_event(res)
+        self.position(res.location).reserved -= units
+        res.qty -= units
+        res.shrunk += units
+        res.reductions += 1
+        self._touch(res)
+        reduced = ReservationReduced(reservation_id=res.reservation_id, order_id=res.order_id, sku=self.sku,
+                                     location=res.location, qty=res.qty, released=units, reason=reason)
+        event_id = derived_id(res.reservation_id, "reduced", res.reductions)
+        return Emit.to(INVENTORY_RESERVATIONS, res.order_id, reduced, event_id)
 
     def _move(self, location: str, kind: MovementKind, delta: int, cause_id: str) -> Emit:
         position = self.position(location)

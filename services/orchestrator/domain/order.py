@@ -25,6 +25,7 @@ from schemas.inventory import (
     ReleaseReservation,
     ReservationConsumed,
     ReservationExpired,
+    ReservationReduced,
     ReservationRefused,
     ReservationReleased,
     ReserveStock,
@@ -80,6 +81,7 @@ PLANNING_MESSAGES = (
     ShortPicked,
     OrderDeadlineReached,
     ReservationReleased,
+    ReservationReduced,
 )
 # what the saga hears of but never acts on: applying one changes nothing, so nothing of it is recorded (no applied
 # id, no new version) and the adapter writes nothing (no changelog record, no view) for it
@@ -483,13 +485,40 @@ class _Step:
             self._advance()
 
     def _on_ReservationReleased(self, event: ReservationReleased) -> None:
-        """The ledger gave up a hold on its own (stock lost in a count): re-source those units."""
+        """The ledger gave up a hold on its own (stock lost in a count): re-source those units, unless a
+        location is already picking them (then the pick says what was there)."""
         line = self._line(event.reservation_id)
         if line is None or line.status != "held" or self.state.status in TERMINAL_STATUSES:
+            return
+        if self._being_fulfilled(line):
+            self._await_pick(line, event.reason)
             return
         line.status = "released"
         self.state.excluded.append(f"{line.sku}@{line.location}")
         self._resource(f"stock lost at {line.location}")
+
+    def _on_ReservationReduced(self, event: ReservationReduced) -> None:
+        """The ledger shrank a hold (stock lost under it): re-source the units it gave back, unless a location
+        is already picking the line (then the pick says what was there)."""
+        line = self._line(event.reservation_id)
+        if line is None or line.status != "held" or self.state.status in TERMINAL_STATUSES:
+            return
+        if self._being_fulfilled(line):
+            self._await_pick(line, event.reason)
+            return
+        line.short = max(line.short, line.qty - event.qty)  # absolute: a repeated reduction changes nothing
+        self.state.excluded.append(f"{line.sku}@{line.location}")
+        self._resource(f"{event.reason} at {line.location}")
+
+    def _being_fulfilled(self, line: PlannedLine) -> bool:
+        """A location holds a live request for the line: its pickers will take what they find and ship it."""
+        return line.request_id is not None and self.state.requests.get(line.request_id) in ("sent", "accepted")
+
+    def _await_pick(self, line: PlannedLine, reason: str) -> None:
+        """Re-sourcing now would ship twice what the location still finds: its short pick, if any, re-sources
+        exactly the units missing, and the ledger follows what really ships."""
+        self.state.history.append({"note": f"{reason} at {line.location} while it fulfils {line.reservation_id}: "
+                                           "waiting for its pick", "cause": self.message_id})
 
     def _on_ReservationExpired(self, event: ReservationExpired) -> None:
         line = self._line(event.reservation_id)
@@ -593,6 +622,8 @@ class _Step:
             if line is None:
                 continue
             line.short = min(line.qty, line.short + short.missing)
+            if line.effective == 0 and line.status == "held":
+                line.status = "released"  # nothing found there: the ledger ends the hold on the short pick
             self.state.excluded.append(f"{line.sku}@{line.location}")
         self._resource(f"short pick at {event.location}")
 

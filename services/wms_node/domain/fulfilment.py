@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from schemas.inventory import AdjustStock
+from schemas.inventory import AdjustStock, PickShortfall
 from schemas.wms import (
     CancelFulfilment,
     ConfirmTask,
@@ -136,13 +136,7 @@ class Fulfilment(Work):
         if short:
             self.event(ShortPicked(request_id=req.request_id, order_id=order.order_id, location=self.location,
                                    lines=short), task.task_id, "short")
-            missing_by_sku: dict[str, int] = defaultdict(int)
-            for s in short:
-                missing_by_sku[s.sku] += s.missing
-            for sku, missing in sorted(missing_by_sku.items()):
-                adjust = AdjustStock(adjustment_id=f"{self.location}:{task.task_id}:short:{sku}", sku=sku,
-                                     location=self.location, delta=-missing, reason="short_pick")
-                self.to_inventory(adjust, task.task_id, "adjust", sku)
+            self._report_short(task, short, found, {ln.reservation_id for ln in req.lines})
         req.picked = [FulfilmentLine(sku=sku_of[r], qty=found[r], reservation_id=r) for r in asked if found[r] > 0]
         if not req.picked:
             req.stage, req.open_task, req.reason = "short", "", "nothing found at the bins"
@@ -153,6 +147,21 @@ class Fulfilment(Work):
             self._next(order, req, self._pack_task(order, req))
         else:
             self._next(order, req, self._prepare_task(order, req))
+
+    def _report_short(self, task: Task, short: list[ShortPickLine], found: dict[str, int], holds: set[str]) -> None:
+        """One adjustment per SKU for the ledger, naming each hold picked short and what was found for it, so
+        that the ledger shrinks exactly those holds (not the newest of the location) and writes off only the
+        units its books still counted for them."""
+        by_sku: dict[str, list[ShortPickLine]] = defaultdict(list)
+        for line in short:
+            by_sku[line.sku].append(line)
+        for sku, lines in sorted(by_sku.items()):
+            shortfalls = [PickShortfall(reservation_id=ln.reservation_id, picked=found[ln.reservation_id],
+                                        missing=ln.missing) for ln in lines if ln.reservation_id in holds]
+            adjust = AdjustStock(adjustment_id=f"{self.location}:{task.task_id}:short:{sku}", sku=sku,
+                                 location=self.location, delta=-sum(ln.missing for ln in lines), reason="short_pick",
+                                 shortfalls=shortfalls)
+            self.to_inventory(adjust, task.task_id, "adjust", sku)
 
     def _next(self, order: OrderWork, req: Request, task: Task) -> None:
         req.open_task = task.task_id
