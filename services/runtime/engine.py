@@ -164,6 +164,12 @@ class Task:
     # that the one whose output cannot be written is found and dead-lettered
     isolate: dict[TopicPartition, int] = field(default_factory=dict)
     last_commit: float = 0.0  # monotonic time of the producer's last transaction end (see min_commit_gap_s)
+    # records fetched but left for a later batch (the batch's time budget ran out), per partition in offset
+    # order: they are applied first next time, instead of being fetched, decompressed and parsed again
+    pending: dict[TopicPartition, list[ConsumerRecord]] = field(default_factory=dict)
+
+    def backlog(self) -> int:
+        return sum(len(records) for records in self.pending.values())
 
 
 @dataclass
@@ -248,11 +254,11 @@ class Engine:
                     log.info("rejoining_group")
                     self.consumer.subscribe(self.service.inputs(), listener=self._listener)  # a new subscription
                 generation = self.generation
-                records = await self.consumer.getmany(timeout_ms=poll_ms, max_records=self.config.max_records)
+                records = await self._fetch(poll_ms)
                 async with self.lock:
                     # records fetched before a rebalance may not follow on from the offsets the tasks were
                     # reset to: drop them, the tasks read again from their committed offsets
-                    if records and generation == self.generation:
+                    if generation == self.generation and (records or self._has_pending()):
                         await self._process(records)
                     if time.monotonic() >= next_timer:
                         next_timer = time.monotonic() + interval
@@ -262,6 +268,22 @@ class Engine:
                     log.info("engine_progress", tasks=sorted(self.tasks), **self.stats.summary())
         finally:
             await self._close()
+
+    async def _fetch(self, poll_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The next records of the tasks that have room for more (a task with a full batch pending is not
+        fetched for until it applied them); no wait when records are pending."""
+        assert self.consumer is not None
+        full = {task.id for task in self.tasks.values() if task.backlog() >= self.config.max_records}
+        if not full:
+            timeout_ms = 0 if self._has_pending() else poll_ms
+            return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.config.max_records)
+        wanted = [tp for tp in self.consumer.assignment() if tp.partition not in full]
+        if not wanted:
+            return {}
+        return await self.consumer.getmany(*wanted, timeout_ms=0, max_records=self.config.max_records)
+
+    def _has_pending(self) -> bool:
+        return any(task.pending for task in self.tasks.values())
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, commit, close producers and leave the group."""
@@ -450,6 +472,9 @@ class Engine:
     # --- the batch ---------------------------------------------------------------------------------------
     async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         by_task: dict[int, list[list[ConsumerRecord]]] = {}
+        for task in self.tasks.values():
+            for tp in list(task.pending):
+                by_task.setdefault(task.id, []).append(task.pending.pop(tp) + records.pop(tp, []))
         for tp, batch in records.items():
             if tp.partition in self.tasks:
                 by_task.setdefault(tp.partition, []).append(batch)
@@ -545,11 +570,11 @@ class Engine:
             applied.append((envelope, message, incoming))
         return offsets, dead
 
-    def _leave_for_next_batch(self, task: Task, records: list[ConsumerRecord]) -> None:
-        """Read these records again in a later batch: their partitions go back to the first one not applied."""
-        assert self.consumer is not None
-        for tp in {TopicPartition(r.topic, r.partition) for r in records}:
-            self.consumer.seek(tp, task.next[tp])
+    @staticmethod
+    def _leave_for_next_batch(task: Task, records: list[ConsumerRecord]) -> None:
+        """Keep these records for the next batch, each partition's in offset order (the merged order keeps it)."""
+        for record in records:
+            task.pending.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
 
     def _reapply(
         self, ctx: TaskContext, applied: list[tuple[Envelope, Message, Incoming]], dead: list[Outgoing]
@@ -675,6 +700,7 @@ class Engine:
                 await asyncio.sleep(self.config.retry_backoff_s)
             return
         assert self.consumer is not None
+        task.pending.clear()
         for tp, offset in task.committed.items():
             task.next[tp] = offset
             self.consumer.seek(tp, offset)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import dataclasses
 import os
 import signal
@@ -85,7 +86,19 @@ def run_service(
             engine=engine,
         )
 
-    asyncio.run(main())
+    profile_dir = os.environ.get("BATON_PROFILE")
+    if not profile_dir:
+        asyncio.run(main())
+        return
+    # measurements only: the whole run under cProfile, written on a clean stop (SIGTERM)
+    profiler = cProfile.Profile(time.process_time)  # CPU time: on a shared machine wall time blames whoever waited
+    profiler.enable()
+    try:
+        asyncio.run(main())
+    finally:
+        profiler.disable()
+        os.makedirs(profile_dir, exist_ok=True)
+        profiler.dump_stats(os.path.join(profile_dir, f"{heartbeat_name or service.name}.pstats"))
 
 
 def engine_config_from_env(service_name: str) -> EngineConfig:
