@@ -128,8 +128,19 @@ class ServiceKilledStep(Strict):
         return f"wms-{self.location}" if self.location else self.service
 
 
+class StockCountedStep(Strict):
+    """A cycle count from a stock feed: the position's on hand is ``qty`` now (sent to the ledger as a count)."""
+
+    at_s: float = Field(default=0, ge=0)
+    type: Literal["stock.counted"]
+    location: LocationId
+    sku: str
+    qty: int = Field(ge=0)
+
+
 Step = Annotated[
-    OrderPlacedStep | CancelStep | CollectedStep | ReturnStep | ServiceKilledStep, Field(discriminator="type")
+    OrderPlacedStep | CancelStep | CollectedStep | ReturnStep | ServiceKilledStep | StockCountedStep,
+    Field(discriminator="type"),
 ]
 
 
@@ -188,6 +199,8 @@ class Scenario(Strict):
         for i, step in enumerate(self.events):
             if isinstance(step, ServiceKilledStep) and step.location and step.location not in locations:
                 raise ValueError(f"events[{i}].service: unknown location {step.location!r} in {step.service!r}")
+            if isinstance(step, StockCountedStep) and (step.location not in locations or step.sku not in skus):
+                raise ValueError(f"events[{i}]: unknown location {step.location!r} or sku {step.sku!r}")
         if self.rules:
             from services.orchestrator.domain.rules import RuleSetError, parse_rule_set
 

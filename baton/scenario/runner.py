@@ -32,6 +32,7 @@ from baton.scenario.model import (
     Scenario,
     ServiceKilledStep,
     Step,
+    StockCountedStep,
     supply_arrivals,
 )
 from baton.stack.local import LocalStack, ensured_stack
@@ -242,6 +243,10 @@ class ScenarioRun:
             case ReturnStep():
                 fields = step.model_dump(exclude={"at_s", "type"})
                 await publisher.publish(ORDERS_INBOUND, step.order_id, ReturnRequested(**fields))
+            case StockCountedStep():
+                count_id = f"{self.settings.namespace}:count:{step.at_s}:{step.location}:{step.sku}"
+                count = CountStock(count_id=count_id, sku=step.sku, location=step.location, qty=step.qty)
+                await publisher.publish(INVENTORY_COMMANDS, step.sku, count, correlationid=count_id)
 
     async def _wait_settled(self, started: float) -> bool:
         while True:
