@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baton.audit.checks import AuditReport, Window, audit_records
+from baton.audit.decisions import REPLAY_TOPICS, DecisionReplayer, OrderReplay, describe
 from baton.audit.export import FORMATS, ExportError, rows, select, write
 from baton.audit.log import LogRecord, parse_time, read_log
 from services.runtime.settings import Settings
@@ -25,6 +26,7 @@ console = Console()
 err = Console(stderr=True)
 EXIT_VIOLATIONS = 1
 EXIT_BAD_INPUT = 2
+EXIT_UNKNOWN = 3
 SHOWN = 50
 
 
@@ -138,3 +140,65 @@ def export_command(
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     if out is not None:
         err.print(f"{len(chosen):,} events written to {out}")
+
+
+replay_app = typer.Typer(help="Re-make recorded decisions offline and compare.", no_args_is_help=True)
+
+
+@replay_app.command("decision")
+def replay_decision(
+    order_id: str | None = typer.Argument(None, help="The order id (omit with --all)."),
+    every: bool = typer.Option(False, "--all", help="Replay every order of the namespace; list the disagreements."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Default: BATON_NAMESPACE."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document on stdout."),
+) -> None:
+    """Rebuild what the orchestrator knew when it decided for ORDER_ID (network and rule set versions in force,
+    availability as its view held it), re-run the pure sourcing, and show recorded and replayed side by side.
+    Exit 1 when they disagree, 3 when the order is unknown."""
+    if order_id is None and not every:
+        err.print("[red]give an ORDER_ID, or --all[/red]")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    settings = settings_for(namespace)
+    records, _ = read_with_progress(settings, None, quiet=as_json, topics=list(REPLAY_TOPICS))
+    replayer = DecisionReplayer(records)
+    replays = [replayer.replay(oid) for oid in (replayer.order_ids() if every else [str(order_id)])]
+    if not every and not replays[0].found:
+        err.print(f"[red]unknown order[/red] {order_id!r} in namespace {settings.namespace!r}")
+        raise typer.Exit(EXIT_UNKNOWN)
+    if as_json:
+        document: dict[str, Any] = replays[0].as_json() if not every else {
+            "orders": len(replays), "agree": sum(r.agree for r in replays),
+            "disagree": [r.as_json() for r in replays if not r.agree]}
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    elif every:
+        console.print(f"{sum(r.agree for r in replays)} of {len(replays)} orders: every decision replayed agrees")
+        for replay in replays:
+            if not replay.agree:
+                _print_replay(replay)
+    else:
+        _print_replay(replays[0])
+    if not all(r.agree for r in replays):
+        raise typer.Exit(EXIT_VIOLATIONS)
+
+
+def _print_replay(replay: OrderReplay) -> None:
+    verdict = "[green]agree[/green]" if replay.agree else "[red]DISAGREE[/red]"
+    console.print(f"[bold]{replay.order_id}[/bold]: {len(replay.decisions)} decision(s), "
+                  f"recorded and replayed {verdict}")
+    for step in replay.decisions:
+        rules = f"{step.rule_set} v{step.rule_set_version}" if step.rule_set_version is not None else \
+            f"{step.rule_set} (default, none published)"
+        head = f"on {step.input.type} at {step.input.where} ({step.input.time:%H:%M:%S.%f}"[:-3] + ")"
+        console.print(f"\n{head}: rule set {rules}, network v{step.network_version}")
+        if step.planned:
+            stock = "; ".join(f"{sku}: " + ", ".join(f"{loc} {qty}" for loc, qty in sorted(by_loc.items()))
+                              for sku, by_loc in sorted(step.availability.items()))
+            console.print(f"  availability as the view held it ({step.view_behind_ms} ms before the decision was "
+                          f"written): {stock or 'none'}")
+        table = Table("recorded", "replayed", "same")
+        recorded, replayed = sorted(step.recorded), sorted(step.replayed)
+        for i in range(max(len(recorded), len(replayed))):
+            left = describe(recorded[i]) if i < len(recorded) else ""
+            right = describe(replayed[i]) if i < len(replayed) else ""
+            table.add_row(left, right, "[green]yes[/green]" if left == right else "[red]no[/red]")
+        console.print(table)
