@@ -46,8 +46,8 @@ def decision_view(type_: str, data: dict[str, Any]) -> tuple[Any, ...] | None:
     if type_ in ("order.rejected.v1", "order.cancelled.v1"):
         return (type_, data.get("reason"))
     if type_ == "wms.fulfil_order.v1":
-        lines = tuple(sorted((ln["sku"], ln["qty"], ln["reservation_id"]) for ln in data["lines"]))
-        return (type_, data["request_id"], data["location"], lines, data.get("delivery_mode"))
+        requested = tuple(sorted((ln["sku"], ln["qty"], ln["reservation_id"]) for ln in data["lines"]))
+        return (type_, data["request_id"], data["location"], requested, data.get("delivery_mode"))
     return None
 
 
