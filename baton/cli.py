@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from baton.audit.cli import audit_command, export_command, replay_app
+from baton.audit.cli import audit_command, export_command, replay_app, whatif_command
 from baton.bench.cli import bench_command
 from baton.demo import demo_command
 from baton.explain_cli import explain_command
@@ -36,6 +36,7 @@ app.command("sim")(sim_command)
 app.command("audit")(audit_command)
 app.command("export")(export_command)
 app.add_typer(replay_app, name="replay")
+app.command("whatif")(whatif_command)
 app.add_typer(wms_app, name="wms")
 app.add_typer(network_app, name="network")
 app.add_typer(rules_app, name="rules")

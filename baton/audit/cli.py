@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -20,6 +21,10 @@ from baton.audit.checks import AuditReport, Window, audit_records
 from baton.audit.decisions import REPLAY_TOPICS, DecisionReplayer, OrderReplay, describe
 from baton.audit.export import FORMATS, ExportError, rows, select, write
 from baton.audit.log import LogRecord, parse_time, read_log
+from baton.audit.plot import plot_whatif
+from baton.audit.whatif import METRICS, WHATIF_TOPICS, WhatIf, what_if
+from baton.audit.whatif import describe as _sourcing_text
+from services.orchestrator.domain.rules import RuleSetError, parse_rule_set
 from services.runtime.settings import Settings
 
 console = Console()
@@ -202,3 +207,67 @@ def _print_replay(replay: OrderReplay) -> None:
             right = describe(replayed[i]) if i < len(replayed) else ""
             table.add_row(left, right, "[green]yes[/green]" if left == right else "[red]no[/red]")
         console.print(table)
+
+
+def whatif_command(
+    rules_file: Path = typer.Option(..., "--rules", help="The rule set to try (YAML or JSON, `baton rules` format)."),
+    start: str | None = typer.Option(None, "--from", help="The orders placed from this time."),
+    end: str | None = typer.Option(None, "--to", help="The orders placed up to this time."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw the differences into this PNG file."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Default: BATON_NAMESPACE."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document on stdout."),
+) -> None:
+    """Source the recorded orders of a period again under another rule set, offline (nothing is written to
+    Kafka), against the recorded stock; compare with the rules that were in force: cost, split orders,
+    distance, shipments per location, backorders and rejections."""
+    try:
+        rules = parse_rule_set(yaml.safe_load(rules_file.read_text()), str(rules_file))
+    except (OSError, yaml.YAMLError, RuleSetError) as exc:
+        err.print(f"[red]--rules[/red]: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    settings = settings_for(namespace)
+    since, until = time_option(start, "--from"), time_option(end, "--to")
+    records, _ = read_with_progress(settings, None, quiet=as_json, topics=list(WHATIF_TOPICS))
+    result = what_if(records, rules, int(since.timestamp() * 1000) if since else None,
+                     int(until.timestamp() * 1000) if until else None)
+    if plot is not None:
+        plot_whatif(result, plot)
+    if as_json:
+        document = {**result.as_json(), "plot": str(plot) if plot else None}
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    _print_whatif(result)
+    if plot is not None:
+        console.print(f"plot: {plot}")
+
+
+def _print_whatif(result: WhatIf) -> None:
+    orders = int(result.baseline.metrics["orders"])
+    console.print(f"{orders} recorded orders; the rules in force, replayed, reproduce {result.baseline_agrees} "
+                  f"of the recorded decisions")
+    table = Table("figure", "recorded", "rules in force (replayed)", result.candidate_rules.name, "difference",
+                  title=f"What if: {result.candidate_rules.name} v{result.candidate_rules.version}")
+    differences = result.differences()
+    for metric in METRICS:
+        table.add_row(metric, f"{result.recorded.metrics[metric]:,.2f}", f"{result.baseline.metrics[metric]:,.2f}",
+                      f"{result.candidate.metrics[metric]:,.2f}", _signed(differences[metric]))
+    for location, change in result.location_differences().items():
+        table.add_row(f"shipments from {location}", str(result.recorded.shipments_per_location[location]),
+                      str(result.baseline.shipments_per_location[location]),
+                      str(result.candidate.shipments_per_location[location]), _signed(change))
+    console.print(table)
+    changed = result.changed_orders()
+    if not changed:
+        console.print("[green]zero difference[/green]: every order sourced the same way")
+        return
+    orders_table = Table("order", "rules in force", result.candidate_rules.name,
+                         title=f"{len(changed)} order(s) sourced differently")
+    for order_id, base, other in changed[:SHOWN]:
+        orders_table.add_row(order_id, _sourcing_text(base), _sourcing_text(other))
+    console.print(orders_table)
+
+
+def _signed(value: float) -> str:
+    if not value:
+        return "0"
+    return f"[green]{value:+,.2f}[/green]" if value < 0 else f"[red]{value:+,.2f}[/red]"
