@@ -164,12 +164,16 @@ class Task:
     # that the one whose output cannot be written is found and dead-lettered
     isolate: dict[TopicPartition, int] = field(default_factory=dict)
     last_commit: float = 0.0  # monotonic time of the producer's last transaction end (see min_commit_gap_s)
-    # records fetched but left for a later batch (the batch's time budget ran out), per partition in offset
-    # order: they are applied first next time, instead of being fetched, decompressed and parsed again
-    pending: dict[TopicPartition, list[ConsumerRecord]] = field(default_factory=dict)
+    # records fetched but left for a later batch (the batch's time budget ran out): ``pending[pending_from:]``,
+    # in the order they were merged. They are the task's next batch, instead of being fetched, decompressed and
+    # parsed again; nothing more is fetched for the task until they are applied
+    pending: list[ConsumerRecord] = field(default_factory=list)
+    pending_from: int = 0
 
-    def backlog(self) -> int:
-        return sum(len(records) for records in self.pending.values())
+    def take_pending(self) -> tuple[list[ConsumerRecord], int]:
+        taken = self.pending, self.pending_from
+        self.pending, self.pending_from = [], 0
+        return taken
 
 
 @dataclass
@@ -270,14 +274,12 @@ class Engine:
             await self._close()
 
     async def _fetch(self, poll_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """The next records of the tasks that have room for more (a task with a full batch pending is not
-        fetched for until it applied them); no wait when records are pending."""
+        """The next records of the tasks with nothing pending; no wait when some task has records pending."""
         assert self.consumer is not None
-        full = {task.id for task in self.tasks.values() if task.backlog() >= self.config.max_records}
-        if not full:
-            timeout_ms = 0 if self._has_pending() else poll_ms
-            return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.config.max_records)
-        wanted = [tp for tp in self.consumer.assignment() if tp.partition not in full]
+        busy = {task.id for task in self.tasks.values() if task.pending}
+        if not busy:
+            return await self.consumer.getmany(timeout_ms=poll_ms, max_records=self.config.max_records)
+        wanted = [tp for tp in self.consumer.assignment() if tp.partition not in busy]
         if not wanted:
             return {}
         return await self.consumer.getmany(*wanted, timeout_ms=0, max_records=self.config.max_records)
@@ -472,29 +474,32 @@ class Engine:
     # --- the batch ---------------------------------------------------------------------------------------
     async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         by_task: dict[int, list[list[ConsumerRecord]]] = {}
-        for task in self.tasks.values():
-            for tp in list(task.pending):
-                by_task.setdefault(task.id, []).append(task.pending.pop(tp) + records.pop(tp, []))
         for tp, batch in records.items():
             if tp.partition in self.tasks:
                 by_task.setdefault(tp.partition, []).append(batch)
+        pending = {task.id: task.take_pending() for task in self.tasks.values() if task.pending}
         now = datetime.now(UTC)
-        budget = self.config.batch_budget_s / max(len(by_task), 1)
+        budget = self.config.batch_budget_s / max(len(by_task.keys() | pending.keys()), 1)
         work = []
-        for task_id, batches in by_task.items():
-            # offset order within each partition; across the inputs, the oldest head first
-            ordered = list(heapq.merge(*batches, key=lambda r: r.timestamp))
-            work.append(self._process_task(self.tasks[task_id], ordered, now, budget))
+        for task_id in by_task.keys() | pending.keys():
+            ordered, start = pending.get(task_id, ([], 0))
+            if task_id in by_task:
+                # offset order within each partition; across the inputs, the oldest head first
+                fetched = list(heapq.merge(*by_task[task_id], key=lambda r: r.timestamp))
+                ordered, start = (ordered[start:] + fetched, 0) if ordered else (fetched, 0)
+            work.append(self._process_task(self.tasks[task_id], ordered, now, budget, start))
         await asyncio.gather(*work)
 
-    async def _process_task(self, task: Task, records: list[ConsumerRecord], now: datetime, budget_s: float) -> None:
+    async def _process_task(
+        self, task: Task, records: list[ConsumerRecord], now: datetime, budget_s: float, start: int = 0
+    ) -> None:
         if task.isolate:
-            await self._process_isolated(task, records, now)
+            await self._process_isolated(task, records[start:], now)
             return
         started = time.monotonic()
-        if records:
-            self.stats.pickup_lag_ms.append(time.time() * 1000 - min(r.timestamp for r in records))
-        offsets, dead = self._apply(task, records, now, budget_s)
+        if start < len(records):
+            self.stats.pickup_lag_ms.append(time.time() * 1000 - records[start].timestamp)
+        offsets, dead = self._apply(task, records, now, budget_s, start)
         applied = time.monotonic()
         self.stats.apply_seconds += applied - started
         self.stats.batches += 1
@@ -532,7 +537,7 @@ class Engine:
                 del task.isolate[tp]
 
     def _apply(
-        self, task: Task, records: list[ConsumerRecord], now: datetime, budget_s: float | None = None
+        self, task: Task, records: list[ConsumerRecord], now: datetime, budget_s: float | None = None, start: int = 0
     ) -> tuple[dict[TopicPartition, int], list[Outgoing]]:
         """Hand each new record to the service; a record it cannot use is dead-lettered, never half-applied.
         Past ``budget_s`` the rest is left for the next batch (read again from where this one stops)."""
@@ -542,9 +547,10 @@ class Engine:
         dead: list[Outgoing] = []
         offsets: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + budget_s if budget_s is not None else None
-        for index, record in enumerate(records):
+        for index in range(start, len(records)):
+            record = records[index]
             if deadline is not None and applied and time.monotonic() > deadline:
-                self._leave_for_next_batch(task, records[index:])
+                task.pending, task.pending_from = records, index  # the next batch starts here
                 break
             tp = TopicPartition(record.topic, record.partition)
             if record.offset < task.next[tp]:
@@ -569,12 +575,6 @@ class Engine:
                 continue
             applied.append((envelope, message, incoming))
         return offsets, dead
-
-    @staticmethod
-    def _leave_for_next_batch(task: Task, records: list[ConsumerRecord]) -> None:
-        """Keep these records for the next batch, each partition's in offset order (the merged order keeps it)."""
-        for record in records:
-            task.pending.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
 
     def _reapply(
         self, ctx: TaskContext, applied: list[tuple[Envelope, Message, Incoming]], dead: list[Outgoing]
@@ -700,7 +700,7 @@ class Engine:
                 await asyncio.sleep(self.config.retry_backoff_s)
             return
         assert self.consumer is not None
-        task.pending.clear()
+        task.take_pending()
         for tp, offset in task.committed.items():
             task.next[tp] = offset
             self.consumer.seek(tp, offset)
