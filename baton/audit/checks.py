@@ -44,6 +44,8 @@ CONSUMED = ENDS[0]
 MOVED = "inventory.stock_moved.v1"
 AVAILABILITY = "inventory.availability_changed.v1"
 FULFIL = "wms.fulfil_order.v1"
+COMMANDS = "inventory.commands.v1"
+COMMAND_IDS = ("receipt_id", "count_id", "adjustment_id", "reservation_id")
 REQUEST_ANSWERS = ("wms.fulfilment_accepted.v1", "wms.fulfilment_rejected.v1", "wms.fulfilment_cancelled.v1")
 PARCEL = "wms.parcel_shipped.v1"
 RESERVATION_TYPES = {kind.event_type: kind for kind in RESERVATION_EVENTS}
@@ -146,16 +148,20 @@ class LogAudit:
         self.positions: dict[tuple[str, str], LogRecord] = {}  # position -> its last movement
         self.availability: dict[tuple[str, str], LogRecord] = {}  # position -> newest by version
         self.movements: list[StockMoved] = []
+        self.movement_records: list[LogRecord] = []
+        self.command_ids: set[str] = set()  # what the ledger's commands name: receipts, counts, adjustments, holds
         self.reservation_events: list[Message] = []
         self.events = 0
 
     # --------------------------------------------------------------------------------------------- running
 
     def run(self) -> AuditReport:
-        by_id = self.by_id
+        by_id, command_ids = self.by_id, self.command_ids
         for record in self.records:
             if record.id and record.id not in by_id:
                 by_id[record.id] = record
+            if record.topic == COMMANDS:
+                command_ids.update(str(record.data[k]) for k in COMMAND_IDS if k in record.data)
         handlers = self._handlers()
         for record in self.records:
             self._envelope(record)
@@ -321,6 +327,10 @@ class LogAudit:
         if moved is None:
             return
         self.movements.append(moved)
+        if str(data.get("cause_id")) not in self.command_ids:
+            self._flag("movement_cause", record, f"{key[1]}@{key[0]}: {data.get('kind')} {data.get('delta')} caused by "
+                                                 f"{data.get('cause_id')}, which no ledger command names",
+                       f"{key[1]}@{key[0]}")
         previous = self.positions.get(key)
         if previous is not None and previous.data.get("movement_id") == data.get("movement_id") and \
                 previous.data.get("on_hand_after") == data.get("on_hand_after"):
@@ -429,9 +439,9 @@ class LogAudit:
         story = placed.get(culprit)
         if story is not None:
             return story.last_status or story.placed
-        if "@" in culprit:
+        if "@" in culprit:  # a position: its last movement (what moved it last), else its last publication
             sku, location = culprit.split("@", 1)
-            return self.availability.get((location, sku)) or self.positions.get((location, sku))
+            return self.positions.get((location, sku)) or self.availability.get((location, sku))
         return None
 
 

@@ -18,6 +18,8 @@ class Log:
     def __init__(self) -> None:
         self.records: list[LogRecord] = []
         self.clock = 1_000
+        count = {"count_id": "c", "sku": "A", "location": "W", "qty": 10}  # what the movements say caused them
+        self.add("inventory.commands.v1", "inventory.count_stock.v1", count, id_="count")
 
     def add(self, topic: str, type_: str, data: dict[str, Any], *, id_: str, cause: str | None = None,
             partition: int = 0) -> LogRecord:
@@ -66,6 +68,19 @@ def test_a_broken_chain_a_missing_cause_and_a_reused_id_are_named_where_they_are
     assert ("cause_exists", orphan.offset) in found
     assert ("id_unique", 3) in found
     assert any(v.check == "invariant:movements_balance" for v in report.violations)
+
+
+def test_a_movement_no_command_caused_is_named() -> None:
+    log = Log()
+    _moved(log, "1", 10, 10)
+    data = {"movement_id": "m-x", "sku": "A", "location": "W", "kind": "adjusted", "delta": 2, "on_hand_after": 12,
+            "cause_id": "made-up"}
+    forged = log.add("inventory.movements.v1", "inventory.stock_moved.v1", data, id_="x")
+    _availability(log, 10, 2)
+    report = audit_records(log.records)
+    assert ("movement_cause", forged.offset) in {(v.check, v.offset) for v in report.violations}
+    balance = [v for v in report.violations if v.check == "invariant:movements_balance"]
+    assert [(v.topic, v.offset) for v in balance] == [("inventory.movements.v1", forged.offset)]
 
 
 def test_a_window_reports_only_the_records_stamped_in_it() -> None:
