@@ -2,6 +2,8 @@
 
     baton scenario run baton/scenario/builtin/demo.yaml --namespace audit-src     # a real, clean log
     python -m tests.bench_audit --source audit-src --copies 40                     # ~430,000 records
+    python -m tests.bench_audit --source audit-src --copies 40 --keep              # then, again and again:
+    python -m tests.bench_audit --source audit-src --existing auditbench-XXXXXX
 
 Every copy is a log of its own: each identifier (event ids and causes, order, reservation, request, parcel,
 movement ids, SKUs) gets the copy's prefix, so the copies neither collide nor share a stock position, and the
@@ -56,14 +58,15 @@ def _raw(record: LogRecord) -> bytes:
 
 
 async def measure(target: Settings) -> dict[str, float]:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     records = await read_log(target)
-    read_s = time.perf_counter() - started
-    started = time.perf_counter()
+    read_s, read_cpu = time.perf_counter() - started, time.process_time() - cpu
+    started, cpu = time.perf_counter(), time.process_time()
     report = audit_records(records)
-    check_s = time.perf_counter() - started
+    check_s, check_cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"records": len(records), "read_s": read_s, "check_s": check_s, "violations": len(report.violations),
-            "read_per_s": len(records) / read_s, "events_per_s": len(records) / (read_s + check_s)}
+            "read_per_s": len(records) / read_s, "events_per_s": len(records) / (read_s + check_s),
+            "cpu_s": read_cpu + check_cpu, "events_per_cpu_s": len(records) / (read_cpu + check_cpu)}
 
 
 async def main() -> None:
@@ -71,19 +74,22 @@ async def main() -> None:
     parser.add_argument("--source", required=True)
     parser.add_argument("--copies", type=int, default=40)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--existing", help="Measure this namespace (copied before with --keep) as it is.")
     args = parser.parse_args()
     base = Settings()
-    target = base.with_namespace(f"auditbench-{uuid.uuid4().hex[:6]}")
+    target = base.with_namespace(args.existing or f"auditbench-{uuid.uuid4().hex[:6]}")
     try:
-        written = await copy_log(base.with_namespace(args.source), target, args.copies)
-        print(f"{written:,} records copied into {target.namespace}")
+        if not args.existing:
+            written = await copy_log(base.with_namespace(args.source), target, args.copies)
+            print(f"{written:,} records copied into {target.namespace}")
         for run in range(3):
             figures = await measure(target)
             print(f"run {run + 1}: {figures['records']:,.0f} records, read {figures['read_s']:.2f} s "
                   f"({figures['read_per_s']:,.0f}/s), checked {figures['check_s']:.2f} s, "
-                  f"{figures['events_per_s']:,.0f} events/s end to end, {figures['violations']:.0f} violations")
+                  f"{figures['events_per_s']:,.0f} events/s end to end; {figures['cpu_s']:.2f} CPU s "
+                  f"({figures['events_per_cpu_s']:,.0f} events per CPU second); {figures['violations']:.0f} violations")
     finally:
-        if not args.keep:
+        if not args.keep and not args.existing:
             await delete_namespace(target)
 
 
