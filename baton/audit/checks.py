@@ -48,6 +48,9 @@ COMMANDS = "inventory.commands.v1"
 COMMAND_IDS = ("receipt_id", "count_id", "adjustment_id", "reservation_id")
 REQUEST_ANSWERS = ("wms.fulfilment_accepted.v1", "wms.fulfilment_rejected.v1", "wms.fulfilment_cancelled.v1")
 PARCEL = "wms.parcel_shipped.v1"
+# a status the story reached -> the orchestrator's event that must tell it
+STORY_DECISIONS = {"rejected": "order.rejected.v1", "cancelled": "order.cancelled.v1", "shipped": "order.shipped.v1",
+                   "partially_shipped": "order.shipped.v1", "allocated": "order.allocated.v1"}
 RESERVATION_TYPES = {kind.event_type: kind for kind in RESERVATION_EVENTS}
 CONSTRUCTED: tuple[type[Message], ...] = (*RESERVATION_EVENTS, StockMoved, AvailabilityChanged)
 REQUIRED = {kind: tuple(name for name, f in kind.model_fields.items() if f.is_required()) for kind in CONSTRUCTED}
@@ -76,6 +79,8 @@ class AuditReport:
     violations: list[Violation] = field(default_factory=list)
     invariants: tuple[Check, ...] = ()
     open_orders: int = 0
+    returns: int = 0  # return requests seen (their refunds are checked against what was paid)
+    refunds: int = 0
 
     @property
     def ok(self) -> bool:
@@ -83,7 +88,8 @@ class AuditReport:
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "records": self.records, "events": self.events, "orders": self.orders,
-                "open_orders": self.open_orders, "violations": [v.as_json() for v in self.violations],
+                "open_orders": self.open_orders, "returns": self.returns, "refunds": self.refunds,
+                "violations": [v.as_json() for v in self.violations],
                 "invariants": [c.as_json() for c in self.invariants]}
 
 
@@ -108,6 +114,8 @@ class _OrderStory:
     parcels: dict[str, LogRecord] = field(default_factory=dict)  # parcel id -> its first record
     shipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # sku -> units in parcels
     refunds: list[tuple[LogRecord, float]] = field(default_factory=list)
+    decisions: set[str] = field(default_factory=set)  # the types of the orchestrator's events about it
+    returns: int = 0
 
     @property
     def last_status(self) -> LogRecord | None:
@@ -172,7 +180,9 @@ class LogAudit:
         invariants = self._invariants()
         open_orders = sum(1 for s in self.stories.values() if s.placed and s.status not in TERMINAL_STATUSES)
         return AuditReport(len(self.records), self.events, sum(1 for s in self.stories.values() if s.placed),
-                           self.violations, invariants, open_orders)
+                           self.violations, invariants, open_orders,
+                           sum(s.returns for s in self.stories.values()),
+                           sum(len(s.refunds) for s in self.stories.values()))
 
     def _handlers(self) -> dict[str, Any]:
         handlers: dict[str, Any] = {
@@ -183,6 +193,9 @@ class LogAudit:
         handlers.update(dict.fromkeys(ENDS, self._ended))
         handlers.update(dict.fromkeys(REQUEST_ANSWERS, self._request_answered))
         handlers["inventory.backorder_filled.v1"] = self._reservation_event
+        handlers.update(dict.fromkeys(STORY_DECISIONS.values(), self._decided))
+        handlers["return.requested.v1"] = self._return_requested
+        handlers["baton.dead_lettered.v1"] = self._dead_letter
         return handlers
 
     def _flag(self, check: str, record: LogRecord, message: str, subject: str = "") -> None:
@@ -221,6 +234,17 @@ class LogAudit:
 
     def _accepted(self, record: LogRecord) -> None:
         self._story(record).accepted = True
+
+    def _decided(self, record: LogRecord) -> None:
+        self._story(record).decisions.add(record.type)
+
+    def _return_requested(self, record: LogRecord) -> None:
+        self._story(record).returns += 1
+
+    def _dead_letter(self, record: LogRecord) -> None:
+        data = record.data
+        self._flag("dead_letter", record, f"{data.get('service')} could not use {data.get('topic')}"
+                                          f"[{data.get('partition')}]@{data.get('offset')}: {data.get('reason')}")
 
     def _status(self, record: LogRecord) -> None:
         story = self._story(record)
@@ -384,6 +408,11 @@ class LogAudit:
         if not story.accepted:
             self._flag("story", story.placed, f"{order_id} placed but never accepted nor rejected", order_id)
         self._status_chain(order_id, story)
+        reached = {str(r.data.get("status")) for r in story.statuses.values()}
+        for status, decision in STORY_DECISIONS.items():
+            if status in reached and decision not in story.decisions:
+                record = next(r for r in story.statuses.values() if r.data.get("status") == status)
+                self._flag("story", record, f"{order_id} became {status}, but no {decision} tells it", order_id)
         for parcel in story.parcels.values():
             for line in parcel.data.get("lines", []):
                 rid = str(line.get("reservation_id"))
