@@ -19,6 +19,7 @@ from services.runtime.settings import project_root
 DOCS = project_root() / "docs"
 RUNS_DIR = DOCS / "benchmarks"
 RESTART_DIR = RUNS_DIR / "restart"  # ``baton bench --restart-after`` runs: their own section, not columns
+SECTIONS_DIR = RUNS_DIR / "sections"  # other benchmarks (the audit's read speed): written by hand, kept as they are
 PAGE = DOCS / "benchmarks.md"
 Run = dict[str, Any]
 Row = tuple[str, Callable[[Run], str]]
@@ -144,6 +145,7 @@ def render(runs: dict[str, Run]) -> str:
     for title, cell in ROWS:
         lines.append(f"| {title} | " + " | ".join(_safe(cell, runs[label]) for label in labels) + " |")
     lines += restart_section(load_runs(RESTART_DIR))
+    lines += other_sections()
     lines += ["", "## The runs", ""]
     for label, run in runs.items():
         lines += [f"### `{label}`", "", "```", run["bench"]["command"], "```", ""]
@@ -152,6 +154,11 @@ def render(runs: dict[str, Run]) -> str:
         lines += [f"![{label}](benchmarks/{label}.png)", ""]
         lines += _per_topic(run)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def other_sections() -> list[str]:
+    """Hand-written sections of other measurements (``docs/benchmarks/sections/*.md``), kept on every rewrite."""
+    return [line for path in sorted(SECTIONS_DIR.glob("*.md")) for line in ["", *path.read_text().rstrip().split("\n")]]
 
 
 def restart_section(runs: dict[str, Run]) -> list[str]:
