@@ -163,3 +163,16 @@ def test_whatif_with_the_rules_in_force_changes_nothing_and_cost_first_shows_dif
     assert any(other["differences"].values()) or any(other["shipments_per_location_differences"].values())
     assert plot.stat().st_size > 10_000
     assert _baton(settings, "replay", "decision", "--all").returncode == 0
+
+
+def test_a_run_with_every_service_killed_audits_clean_and_replays_the_same(settings: Settings) -> None:
+    """kill -9 of the orchestrator, the inventory and a WMS node while 40 orders flow: aborted transactions and
+    re-delivered confirmations are no violation, and every decision still replays the same."""
+    done = _baton(settings, "scenario", "run", str(SCENARIOS / "kill_mid_flow.yaml"), "--json")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    audit = _baton(settings, "audit", "--json")
+    report = _json(audit)
+    assert audit.returncode == 0, report["violations"]
+    assert report["orders"] == 40
+    replays = _json(_baton(settings, "replay", "decision", "--all", "--json"))
+    assert replays["agree"] == 40, replays["disagree"]
