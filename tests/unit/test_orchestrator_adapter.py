@@ -15,7 +15,7 @@ from schemas.network import Location, LocationConfigured
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
 from schemas.topics import INVENTORY_RESERVATIONS, ORDERS_INBOUND, WMS_EVENTS
 from schemas.wms import ItemsPicked
-from services.orchestrator.app import CAPACITY, ORDERS, REFIRE_AFTER_S, Orchestrator
+from services.orchestrator.app import CAPACITY, ORDER_STORE, ORDERS, REFIRE_AFTER_S, Orchestrator
 from services.orchestrator.domain.order import Deadline, OrderState
 from services.runtime.processing import Incoming, Outgoing, Store, TaskContext
 from services.runtime.settings import Settings
@@ -367,3 +367,22 @@ def test_a_stored_order_keeps_every_applied_id_but_the_emits_of_its_last_message
     assert raw is not None
     stored = OrderState.model_validate_json(raw)
     assert stored.applied.ids == ["evt-placed", "evt-reserved"] and list(stored.applied.emits) == ["evt-reserved"]
+
+
+def test_a_stored_order_leaves_out_its_defaults_and_reads_back_equal() -> None:
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    [reserve] = sent(driver.commit(), "inventory.reserve_stock.v1")
+    states = [driver.stores[ORDERS].committed_value("O-1")]
+    driver.feed(StockReserved(reservation_id=reserve["reservation_id"], order_id="O-1", sku="TEE",
+                              location="WH-NEAR", qty=1), INVENTORY_RESERVATIONS.name)
+    driver.commit()
+    states.append(driver.stores[ORDERS].committed_value("O-1"))
+    for state in states:
+        assert state is not None
+        raw = ORDER_STORE.encode(state)
+        assert len(raw) < len(state.model_dump_json())
+        assert ORDER_STORE.decode(raw) == state
+        assert ORDER_STORE.decode(raw).model_dump() == state.model_dump()
