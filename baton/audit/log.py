@@ -40,18 +40,22 @@ class LogRecord:
     offset: int
     timestamp_ms: int
     doc: dict[str, Any] | None
-    type: str = ""
+    type: str = ""  # "": not a CloudEvent with an id, a type and data (the audit reports it)
     id: str = ""
     data: dict[str, Any] = field(default_factory=dict)  # never changed once read
+    cause: str | None = None
 
     @classmethod
     def parsed(cls, topic: str, partition: int, offset: int, timestamp_ms: int, raw: bytes | None) -> LogRecord:
         doc = _document(raw)
         if doc is None:
             return cls(topic, partition, offset, timestamp_ms, None)
-        data = doc.get("data")
-        return cls(topic, partition, offset, timestamp_ms, doc, str(doc.get("type") or ""), str(doc.get("id") or ""),
-                   data if isinstance(data, dict) else {})
+        data, kind, event_id = doc.get("data"), doc.get("type"), doc.get("id")
+        if not (kind and event_id and isinstance(data, dict)):
+            return cls(topic, partition, offset, timestamp_ms, doc, "", str(event_id or ""))
+        cause = doc.get("causationid")
+        return cls(topic, partition, offset, timestamp_ms, doc, str(kind), str(event_id), data,
+                   None if cause is None else str(cause))
 
     @property
     def where(self) -> str:
