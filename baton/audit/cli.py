@@ -198,8 +198,8 @@ def _print_replay(replay: OrderReplay) -> None:
         if step.planned:
             stock = "; ".join(f"{sku}: " + ", ".join(f"{loc} {qty}" for loc, qty in sorted(by_loc.items()))
                               for sku, by_loc in sorted(step.availability.items()))
-            console.print(f"  availability as the view held it ({step.view_behind_ms} ms before the decision was "
-                          f"written): {stock or 'none'}")
+            console.print(f"  availability as published by {step.as_json()['view_at']} ({step.view_behind_ms} ms "
+                          f"before the decision was written): {stock or 'none'}")
         table = Table("recorded", "replayed", "same")
         recorded, replayed = sorted(step.recorded), sorted(step.replayed)
         for i in range(max(len(recorded), len(replayed))):

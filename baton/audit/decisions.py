@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from baton.audit.checks import in_time_order
@@ -78,6 +79,7 @@ class Step:
     network_version: int = 0
     availability: dict[str, dict[str, int]] = field(default_factory=dict)
     view_behind_ms: int | None = None
+    view_at_ms: int | None = None  # the availability published by then is what the replay planned with
 
     @property
     def agree(self) -> bool:
@@ -89,7 +91,7 @@ class Step:
                       "time": self.input.time.isoformat()},
             "planned": self.planned, "rule_set": self.rule_set, "rule_set_version": self.rule_set_version,
             "network_version": self.network_version, "availability": self.availability,
-            "view_behind_ms": self.view_behind_ms, "agree": self.agree,
+            "view_behind_ms": self.view_behind_ms, "view_at": _iso_ms(self.view_at_ms), "agree": self.agree,
             "recorded": [describe(v) for v in sorted(self.recorded)],
             "replayed": [describe(v) for v in sorted(self.replayed)],
         }
@@ -182,10 +184,15 @@ class DecisionReplayer:
             snapshot.capacity_left = self.history.capacity_left(network, cutoff_ms)
             step.availability = snapshot.availability
             step.view_behind_ms = written_ms - cutoff_ms
+            step.view_at_ms = cutoff_ms
         decision = OrderSaga(network, snapshot=snapshot).handle(state, message, record.id)
         step.replayed = [v for v in (decision_view(e.message.event_type, e.message.model_dump(mode="json"))
                                      for e in decision.emits) if v is not None]
         return decision.state, step
+
+
+def _iso_ms(at_ms: int | None) -> str | None:
+    return None if at_ms is None else datetime.fromtimestamp(at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _skus(state: OrderState | None, message: Message) -> set[str]:
