@@ -68,6 +68,11 @@ class ReceiveStock(Command):
         description="Whether this receipt ends the supply (nothing more will come). Unset: an ASN ends with its "
         "first receipt; a purchase order or transfer when every announced unit has arrived.",
     )
+    return_id: EntityId | None = Field(
+        default=None,
+        description="For returned units put back to stock: the return they came from (the movement's cause, kind "
+        "restocked); no supply is involved.",
+    )
 
     def subject(self) -> str:
         return self.sku

@@ -85,6 +85,11 @@ class OrderPlaced(Message):
     currency: str = "EUR"
     customer_tier: str | None = None
     placed_at: datetime | None = None
+    exchange_for: EntityId | None = Field(
+        default=None,
+        description="Set by the OMS on a replacement order: the return (``order_id/return_id``) it replaces; "
+        "already paid, so no new payment is taken.",
+    )
 
     def subject(self) -> str:
         return self.order_id
@@ -117,6 +122,12 @@ class ReturnLine(Frozen):
     qty: PositiveQuantity
 
 
+ReturnMethod = Literal["in_store", "mail"]
+ReturnCondition = Literal["sellable", "damaged", "defective"]
+Disposition = Literal["restock", "refurbish", "repair", "scrap"]
+ReturnStatus = Literal["requested", "authorized", "received", "refunded", "rejected"]
+
+
 class ReturnRequested(Message):
     event_type = "return.requested.v1"
     summary = "The customer asked to return lines of an order, in store or by mail."
@@ -124,10 +135,22 @@ class ReturnRequested(Message):
     order_id: EntityId
     return_id: EntityId
     lines: Annotated[list[ReturnLine], Field(min_length=1)]
-    method: Literal["in_store", "mail"] = "mail"
+    method: ReturnMethod = "mail"
     location: LocationId | None = None
-    reason: str = "unspecified"
-    condition: Literal["sellable", "damaged", "defective"] = "sellable"
+    reason: str = Field(
+        default="unspecified", description="The reason code; a return without one (empty or unspecified) is rejected."
+    )
+    condition: ReturnCondition = Field(
+        default="sellable", description="What the customer declares; in scenarios, what inspection will find."
+    )
+    exchange: list[ReturnLine] = Field(
+        default=[],
+        description="Replacement lines asked instead of a refund (same SKU, or another of equal price): sourced "
+        "like a new order once the return is received, linked to it, without a new payment.",
+    )
+    requested_at: datetime | None = Field(
+        default=None, description="When the customer asked (for the return window); unset: when the OMS reads it."
+    )
 
     def subject(self) -> str:
         return self.order_id
@@ -267,6 +290,56 @@ class CancelRefused(Message):
 
     order_id: EntityId
     reason: str
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReturnLabel(Frozen):
+    carrier: str
+    tracking: str
+
+
+class ReturnAuthorized(Message):
+    event_type = "return.authorized.v1"
+    summary = "The OMS authorised a return (RMA): where it goes, by which method, with a label for mail returns."
+
+    return_id: EntityId
+    order_id: EntityId
+    lines: list[ReturnLine]
+    method: ReturnMethod
+    destination: LocationId
+    reason: str
+    label: ReturnLabel | None = None
+    exchange: list[ReturnLine] = []
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReturnRejected(Message):
+    event_type = "return.rejected.v1"
+    summary = "The OMS refused a return (not shipped, more than returnable, window closed, no reason, no destination)."
+
+    return_id: EntityId
+    order_id: EntityId
+    reason: str
+    lines: list[ReturnLine] = []
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReturnRefunded(Message):
+    event_type = "return.refunded.v1"
+    summary = "The refund of a received return was paid out (or nothing was owed: an exchange); the return is closed."
+
+    return_id: EntityId
+    order_id: EntityId
+    refund_id: EntityId | None = None
+    amount: Money = 0.0
+    currency: str = "EUR"
+    exchange_order_id: EntityId | None = None
 
     def subject(self) -> str:
         return self.order_id

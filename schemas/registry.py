@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas import catalog, inventory, network, orders, wms
+from schemas import catalog, inventory, network, orders, payments, wms
 from schemas.base import Message
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
@@ -18,6 +18,9 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     orders.OrderShipped,
     orders.OrderDeadlineReached,
     orders.CancelRefused,
+    orders.ReturnAuthorized,
+    orders.ReturnRejected,
+    orders.ReturnRefunded,
     inventory.ReserveStock,
     inventory.ReleaseReservation,
     inventory.ConsumeReservation,
@@ -56,6 +59,11 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     wms.RequestCount,
     wms.NodeTick,
     wms.TaskUpdated,
+    wms.ReceiveReturn,
+    wms.ReturnReceived,
+    payments.RefundRequested,
+    payments.RefundSucceeded,
+    payments.RefundFailed,
     catalog.SkuConfigured,
     network.LocationConfigured,
     network.RuleSetPublished,

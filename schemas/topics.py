@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas import catalog, inventory, network, orders, wms
+from schemas import catalog, inventory, network, orders, payments, wms
 from schemas.base import Message
 
 KEEP_FOREVER = -1
@@ -50,8 +50,8 @@ ORDERS_INBOUND = TopicSpec(
 ORDERS_STATUS = TopicSpec(
     name="orders.status.v1",
     key="order_id",
-    messages=(orders.OrderStatusChanged,),
-    description="The public outbound topic: every status change of every order.",
+    messages=(orders.OrderStatusChanged, orders.ReturnAuthorized, orders.ReturnRejected, orders.ReturnRefunded),
+    description="The public outbound topic: every status change of every order, and of its returns.",
     public=True,
     producers=("orchestrator",),
     consumers=("storefronts", "customer service"),
@@ -135,6 +135,7 @@ WMS_COMMANDS = TopicSpec(
         wms.HandOver,
         wms.RequestCount,
         wms.NodeTick,
+        wms.ReceiveReturn,
     ),
     description=(
         "A location's inbox: fulfilment requests from the OMS, deliveries, and workers' claims and confirmations."
@@ -167,9 +168,27 @@ WMS_EVENTS = TopicSpec(
         wms.FulfilmentCancelled,
         wms.ReadyForPickup,
         wms.HandedOver,
+        wms.ReturnReceived,
     ),
     description="What happened in the warehouses and stores, keyed by order for the orchestrator.",
     producers=("wms nodes",),
+    consumers=("orchestrator",),
+)
+PAYMENTS_COMMANDS = TopicSpec(
+    name="payments.commands.v1",
+    key="order_id",
+    messages=(payments.RefundRequested,),
+    description="Refund requests from the OMS to the payment adapter, each with an idempotency key derived from"
+    " its return (retries reuse it).",
+    producers=("orchestrator",),
+    consumers=("payment adapter",),
+)
+PAYMENTS_EVENTS = TopicSpec(
+    name="payments.events.v1",
+    key="order_id",
+    messages=(payments.RefundSucceeded, payments.RefundFailed),
+    description="The payment adapter's answers, keyed by order so the orchestrator sees them in its order's task.",
+    producers=("payment adapter",),
     consumers=("orchestrator",),
 )
 NETWORK = TopicSpec(
@@ -230,6 +249,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WMS_COMMANDS,
     WMS_TASKS,
     WMS_EVENTS,
+    PAYMENTS_COMMANDS,
+    PAYMENTS_EVENTS,
     NETWORK,
     CATALOG,
     ORDERS_TIMERS,

@@ -8,8 +8,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from schemas.base import Command, EntityId, Frozen, LocationId, Message, PositiveQuantity, Quantity, Sku
+from schemas.orders import Disposition, ReturnCondition, ReturnLine, ReturnMethod
 
-TaskKind = Literal["pick", "pack", "ship", "receive", "put_away", "count", "prepare_pickup", "inspect_return"]
+TaskKind = Literal[
+    "pick", "pack", "ship", "receive", "put_away", "count", "prepare_pickup", "receive_return", "inspect_return"
+]
 DeliveryMode = Literal["ship", "pickup", "reserve"]
 
 
@@ -336,3 +339,42 @@ class TaskUpdated(Message):
 
     def subject(self) -> str:
         return self.task_id
+
+
+class ReceiveReturn(Command):
+    event_type = "wms.receive_return.v1"
+    summary = "The OMS announces an authorised return to its destination: receive it, inspect it, dispose of it."
+
+    return_id: EntityId
+    order_id: EntityId
+    location: LocationId
+    lines: Annotated[list[ReturnLine], Field(min_length=1)]
+    method: ReturnMethod = "mail"
+    expected_condition: ReturnCondition | None = Field(
+        default=None, description="What the customer declared (in scenarios, what the simulated inspection finds)."
+    )
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class ReturnedLine(Frozen):
+    """Units of one SKU found in one condition at inspection, and where they go."""
+
+    sku: Sku
+    qty: Quantity
+    condition: ReturnCondition
+    disposition: Disposition
+
+
+class ReturnReceived(Message):
+    event_type = "wms.return_received.v1"
+    summary = "A return arrived and was inspected: units per condition and disposition (may be fewer than announced)."
+
+    return_id: EntityId
+    order_id: EntityId
+    location: LocationId
+    lines: list[ReturnedLine]
+
+    def subject(self) -> str:
+        return self.order_id
