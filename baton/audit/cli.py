@@ -68,6 +68,8 @@ def read_with_progress(settings: Settings, until: datetime | None, quiet: bool,
 def audit_command(
     start: str | None = typer.Option(None, "--from", help="Report violations of records stamped from this time."),
     end: str | None = typer.Option(None, "--to", help="Read the log up to this time (default: its end now)."),
+    in_flight: float = typer.Option(120.0, "--in-flight", help="An open order that moved this many seconds before "
+                                    "the end of the log (or --to) is in flight, not stuck."),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Default: BATON_NAMESPACE."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document on stdout."),
 ) -> None:
@@ -77,7 +79,8 @@ def audit_command(
     since, until = time_option(start, "--from"), time_option(end, "--to")
     records, read_s = read_with_progress(settings, until, quiet=as_json)
     started = time.perf_counter()
-    window = Window(int(since.timestamp() * 1000) if since else None, int(until.timestamp() * 1000) if until else None)
+    window = Window(int(since.timestamp() * 1000) if since else None, int(until.timestamp() * 1000) if until else None,
+                    int(in_flight * 1000))
     report = audit_records(records, window)
     check_s = time.perf_counter() - started
     speed = {"read_s": round(read_s, 3), "check_s": round(check_s, 3),
@@ -93,7 +96,8 @@ def audit_command(
 
 def _print_report(settings: Settings, report: AuditReport, speed: dict[str, Any]) -> None:
     console.print(f"[bold]{settings.namespace}[/bold]: {report.records:,} records, {report.orders:,} orders "
-                  f"({report.open_orders:,} still open), read and checked in {speed['read_s'] + speed['check_s']:.2f} s"
+                  f"({report.open_orders:,} still open, {report.in_flight:,} of them in flight), read and checked "
+                  f"in {speed['read_s'] + speed['check_s']:.2f} s"
                   f" ({speed['events_per_s']:,} events/s)")
     invariants = Table("invariant", "held", title="Invariants (baton.invariants)")
     for check in report.invariants:

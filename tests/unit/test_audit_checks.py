@@ -108,3 +108,16 @@ def test_log_invariants_balance_negative_and_refunds() -> None:
     assert positions_never_negative(facts, expected).culprits == ("A@W",)
     assert refunds_within_paid({"O-1": 10.0}, [("O-1", 6.0), ("O-1", 4.0)]).held
     assert refunds_within_paid({"O-1": 10.0}, [("O-1", 6.0), ("O-1", 5.0)]).culprits == ("O-1",)
+
+
+def test_an_order_still_moving_at_the_end_of_the_log_is_in_flight_not_stuck() -> None:
+    log = Log()
+    placed = {"order_id": "O-1", "channel": "web", "customer_id": "C", "lines": [{"sku": "A", "qty": 1}],
+              "delivery": {"mode": "ship", "lat": 1.0, "lon": 2.0}}
+    order = log.add("orders.inbound.v1", "order.placed.v1", placed, id_="p")
+    log.add("orders.events.v1", "order.accepted.v1", {"order_id": "O-1"}, id_="a", cause="p")
+    reserve = {"reservation_id": "O-1/a1/0", "order_id": "O-1", "sku": "A", "location": "W", "qty": 1}
+    log.add("inventory.commands.v1", "inventory.reserve_stock.v1", reserve, id_="r", cause=order.id)
+    assert audit_records(log.records).violations == []  # the ledger's answer may still be on its way
+    stuck = audit_records(log.records, Window(in_flight_ms=0))
+    assert {v.check for v in stuck.violations} == {"story", "invariant:settled"}
