@@ -165,10 +165,15 @@ def _positions(stock: Stock) -> Iterable[tuple[str, str, Mapping[str, int]]]:
 
 
 def every_order_settled(facts: Facts, expected: Expected) -> Check:
+    """Settled, or waiting on something outside the run: a partly shipped order whose open units are all held
+    against incoming supply waits for it as a backordered one does."""
+    on_supply = units_waiting_on_supply(facts.reservation_events or ())
     stuck = [
         (order_id, f"settled: {order_id} is still {order.get('status', 'unknown')}")
         for order_id, order in sorted(facts.orders.items())
-        if order.get("status") not in expected.settled_statuses
+        if order.get("status") not in expected.settled_statuses and not (
+            order.get("status") == "partially_shipped"
+            and sum(line["open"] for line in order.get("lines", [])) <= on_supply.get(order_id, 0))
     ]
     return _check("settled", "every order reached a settled status", stuck)
 
@@ -222,32 +227,46 @@ def no_oversell(facts: Facts, expected: Expected) -> Check:
 
 
 def open_holds(events: Iterable[Message]) -> dict[StockKey, int]:
-    """Units held on hand per position by the reservations still open, folded from the ledger's events.
+    """Units held on hand per position by the reservations still open, folded from the ledger's events."""
+    out: dict[StockKey, int] = defaultdict(int)
+    for key, qty, on_hand, _ in open_reservations(events).values():
+        if on_hand:
+            out[key] += qty
+    return dict(out)
+
+
+def units_waiting_on_supply(events: Iterable[Message]) -> dict[str, int]:
+    """Units per order held against incoming supply (backorders not filled yet)."""
+    out: dict[str, int] = defaultdict(int)
+    for _, qty, on_hand, order_id in open_reservations(events).values():
+        if not on_hand:
+            out[order_id] += qty
+    return dict(out)
+
+
+def open_reservations(events: Iterable[Message]) -> dict[str, tuple[StockKey, int, bool, str]]:
+    """The reservations still open: position, units, whether on hand (else on supply), order.
 
     A reservation's first ``StockReserved`` decides whether it holds on hand or waits on supply (later ones
     only move a backorder's promise, or repeat the decision); ``BackorderFilled`` moves a waiting one on
     hand; ``ReservationReduced`` shrinks it to its ``qty``; consumed, released and expired end it.
     """
-    holds: dict[str, tuple[StockKey, int, bool]] = {}  # reservation -> (position, qty, on hand)
+    holds: dict[str, tuple[StockKey, int, bool, str]] = {}
     ended: set[str] = set()
     for event in events:
         rid = getattr(event, "reservation_id", "")
         if rid in ended:
             continue
         if isinstance(event, StockReserved) and rid not in holds:
-            holds[rid] = ((event.location, event.sku), event.qty, event.against_supply is None)
+            holds[rid] = ((event.location, event.sku), event.qty, event.against_supply is None, event.order_id)
         elif isinstance(event, BackorderFilled) and rid in holds:
-            holds[rid] = ((event.location, event.sku), event.qty, True)
+            holds[rid] = ((event.location, event.sku), event.qty, True, holds[rid][3])
         elif isinstance(event, ReservationReduced) and rid in holds:
-            holds[rid] = (holds[rid][0], event.qty, holds[rid][2])
+            holds[rid] = (holds[rid][0], event.qty, holds[rid][2], holds[rid][3])
         elif isinstance(event, ReservationConsumed | ReservationReleased | ReservationExpired | ReservationRefused):
             ended.add(rid)
             holds.pop(rid, None)
-    out: dict[StockKey, int] = defaultdict(int)
-    for key, qty, on_hand in holds.values():
-        if on_hand:
-            out[key] += qty
-    return dict(out)
+    return holds
 
 
 def reserved_equals_open_holds(facts: Facts, expected: Expected) -> Check:

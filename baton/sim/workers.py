@@ -1,8 +1,10 @@
 """The simulated workers of a location: they read its task topic and confirm each task through its inbox.
 
 They confirm as the auto-workers do (``services.wms_node.domain.workers.AutoWorker`` builds every confirmation,
-short picks and receiving counts included), at their own pace, sometimes twice (a worker's retry): what the
-timeline asked of them (a short pick, a damaged delivery, a cycle count's drift) applies to their next such task.
+short picks and receiving counts included), at their own pace. What they find is the location's physical stock,
+which only they know: units lost (``ShortPick``) or found (a count's drift) change it, a pick takes what is
+there and reports the rest missing, a count reports what is there, a receipt adds the good units announced less
+the short ones. So the world stays consistent: a picker never finds units a count has just said are gone.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ class SimWorkers:
         self.positions: dict[int, int] = {}
         self.queue: list[tuple[datetime, int, Envelope, TaskCreated]] = []  # (when done, seq, envelope, task)
         self.seq = 0
-        self.short_picks: dict[str, int] = {}  # sku -> units the next pick of it misses
+        self.physical: dict[str, int] = {}  # sku -> units really on the shelves (picked units leave)
         self.receiving: dict[str, tuple[int, int]] = {}  # supply id -> (short, damaged)
-        self.drifts: dict[str, int] = {}  # count id -> units found more (or fewer) in its first bin
         self.pace_s = 0.0
         self.partitions = [(tasks_topic, p) for p in range(broker.partitions(tasks_topic))]
 
@@ -57,12 +58,14 @@ class SimWorkers:
         _, _, envelope, task = heapq.heappop(self.queue)
         return envelope, self.confirm(task)
 
+    def lose(self, sku: str, qty: int) -> None:
+        """Units gone from the shelves (broken, stolen, misplaced): the next picks find fewer."""
+        self.physical[sku] = max(0, self.physical.get(sku, 0) - qty)
+
     def confirm(self, task: TaskCreated) -> ConfirmTask:
         behaviour = WorkerBehaviour(location=self.location)
         if task.kind == "pick":
-            shorts = [SkuQty(sku=ln.sku, qty=self.short_picks.pop(ln.sku)) for ln in task.lines
-                      if ln.sku in self.short_picks]
-            behaviour = WorkerBehaviour(location=self.location, short_pick=shorts)
+            behaviour = WorkerBehaviour(location=self.location, short_pick=self.pick(task))
         elif task.kind == "receive" and task.order_id in self.receiving:
             short, damaged = self.receiving.pop(task.order_id)
             skus = {ln.sku for ln in task.lines}
@@ -70,12 +73,43 @@ class SimWorkers:
                                         short_receive=[SkuQty(sku=s, qty=short) for s in skus if short],
                                         damaged=[SkuQty(sku=s, qty=damaged) for s in skus if damaged])
         confirm = AutoWorker(self.location, behaviour).confirm(task)
-        if task.kind == "count" and task.lines:
-            drift = self.drifts.pop(task.order_id, 0)
-            first = task.lines[0]
-            counted = [CountedLine(sku=first.sku, qty=max(0, first.qty + drift), bin=first.bin)]
-            confirm = confirm.model_copy(update={"counted": counted})
+        if task.kind == "receive":
+            self.received(task, confirm)
+        elif task.kind == "count":
+            confirm = confirm.model_copy(update={"counted": self.count(task)})
         return confirm
+
+    def pick(self, task: TaskCreated) -> list[SkuQty]:
+        """Take what is there; the units missing per SKU (the auto-worker reports them from the last bins)."""
+        asked: dict[str, int] = {}
+        for line in task.lines:
+            asked[line.sku] = asked.get(line.sku, 0) + line.qty
+        missing = []
+        for sku, qty in sorted(asked.items()):
+            found = min(qty, self.physical.get(sku, 0))
+            self.physical[sku] = self.physical.get(sku, 0) - found
+            if found < qty:
+                missing.append(SkuQty(sku=sku, qty=qty - found))
+        return missing
+
+    def received(self, task: TaskCreated, confirm: ConfirmTask) -> None:
+        counted = {c.sku: c.qty - c.damaged for c in confirm.counted}
+        for line in task.lines:
+            self.physical[line.sku] = self.physical.get(line.sku, 0) + counted.get(line.sku, line.qty)
+
+    def count(self, task: TaskCreated) -> list[CountedLine]:
+        """What the bins really hold: the books per bin, the difference with the shelves in the first bin."""
+        out: list[CountedLine] = []
+        for sku in dict.fromkeys(ln.sku for ln in task.lines):
+            lines = [ln for ln in task.lines if ln.sku == sku]
+            left = self.physical.get(sku, 0)
+            counts = []
+            for line in lines[1:]:
+                counts.append(min(line.qty, left))
+                left -= counts[-1]
+            out.append(CountedLine(sku=sku, qty=left, bin=lines[0].bin))
+            out += [CountedLine(sku=sku, qty=qty, bin=ln.bin) for ln, qty in zip(lines[1:], counts, strict=True)]
+        return out
 
 
 __all__ = ["SimWorkers"]

@@ -50,7 +50,8 @@ class Collect(Event):
 
 @dataclass(frozen=True)
 class ShortPick(Event):
-    """From now, the next pick of ``sku`` at ``location`` finds ``qty`` fewer units than asked."""
+    """``qty`` units of ``sku`` vanish from the shelves of ``location`` (broken, stolen, misplaced): a pick that
+    needs them finds fewer than asked."""
 
     location: str
     sku: str
@@ -59,7 +60,8 @@ class ShortPick(Event):
 
 @dataclass(frozen=True)
 class Count(Event):
-    """A cycle count of ``sku`` at ``location``; the counters find ``drift`` units more (or fewer) in its first bin."""
+    """The shelves of ``location`` hold ``drift`` units of ``sku`` more (or fewer) than the books, and a cycle count
+    of it is asked for: the counters report what is there."""
 
     count_id: str
     location: str

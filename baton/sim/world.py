@@ -209,6 +209,8 @@ class World:
         self.processes: dict[str, SimProcess] = {}
         self.workers = {loc: SimWorkers(loc, self.topic(WMS_TASKS, loc), self.broker,
                                         random.Random(f"workers:{seed}:{loc}")) for loc in locations}
+        for loc, sku, qty in workload.stock:
+            self.workers[loc].physical[sku] = qty
         self.pending: list[Event] = list(workload.events)
         self.kill_next: dict[str, float] = {}  # service -> seconds it stays down once killed in its next batch
         self.network_version = 1
@@ -302,6 +304,11 @@ class World:
             self.result.report = check_invariants(self.facts_log.facts(self.expected), self.expected)
             for violation in self.result.report.violations:
                 self.result.failures.append(f"{violation.split(':', 1)[0]}: {violation} (at quiescence)")
+        if self.config.trace:
+            for order_id, view in sorted(self.facts_log.orders.items()):
+                self.note(f"order {order_id}: {view['status']} lines {view['lines']}")
+                for entry in view.get("history", []):
+                    self.note(f"    {order_id} history: {entry}")
         self.result.sim_seconds = round(self.clock.elapsed_s, 3)
         self.result.digest = self.facts_log.digest.hexdigest()[:16]
         return self.result
@@ -446,9 +453,9 @@ class World:
             case Collect(order_id=order_id):
                 self.publish(ORDERS_INBOUND, order_id, PickupCollected(order_id=order_id))
             case ShortPick(location=loc, sku=sku, qty=qty):
-                self.workers[loc].short_picks[sku] = self.workers[loc].short_picks.get(sku, 0) + qty
+                self.workers[loc].lose(sku, qty)
             case Count(count_id=count_id, location=loc, sku=sku, drift=drift):
-                self.workers[loc].drifts[count_id] = drift
+                self.workers[loc].lose(sku, -drift)
                 self.publish(WMS_COMMANDS, count_id, RequestCount(count_id=count_id, location=loc, skus=[sku]),
                              location=loc)
             case Supply(supply_id=sid, location=loc, sku=sku, qty=qty, eta_s=eta_s):
