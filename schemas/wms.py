@@ -43,12 +43,13 @@ class ShortPickLine(Frozen):
 
 
 class CountedLine(Frozen):
-    """What a worker counted: at receiving, units received per SKU (``damaged`` of them); in a cycle count,
-    units found in one bin."""
+    """What a worker counted: at receiving, units received per SKU (``damaged`` of them; for a return, also
+    ``defective`` of them, the rest sellable); in a cycle count, units found in one bin."""
 
     sku: Sku
     qty: Quantity
     damaged: Quantity = 0
+    defective: Quantity = 0
     bin: str = ""
 
 
