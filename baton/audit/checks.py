@@ -213,7 +213,8 @@ class LogAudit:
         }
         handlers.update(dict.fromkeys(ENDS, self._ended))
         handlers.update(dict.fromkeys(REQUEST_ANSWERS, self._request_answered))
-        handlers["inventory.backorder_filled.v1"] = self._reservation_event
+        for kind in RESERVATION_TYPES:  # every other event the invariant module folds reservations from
+            handlers.setdefault(kind, self._reservation_event)
         handlers["inventory.reservation_reduced.v1"] = self._reservation_event  # a hold shrunk: still open
         handlers.update(dict.fromkeys(STORY_DECISIONS.values(), self._decided))
         handlers["return.requested.v1"] = self._return_requested
