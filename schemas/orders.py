@@ -83,6 +83,9 @@ class OrderPlaced(Message):
     delivery: Delivery
     store_id: LocationId | None = None
     currency: str = "EUR"
+    shipping_price: Money = Field(
+        default=0.0, description="What the customer paid for delivery; refunded when every unit came back."
+    )
     customer_tier: str | None = None
     placed_at: datetime | None = None
     exchange_for: EntityId | None = Field(
