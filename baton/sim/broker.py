@@ -30,6 +30,7 @@ class SimBroker:
         self.partitions_of = partitions_of  # topic -> partition count (others: ``default_partitions``)
         self.default_partitions = default_partitions
         self.logs: dict[TopicPartition, list[Record]] = {}
+        self.appended = 0
 
     def partitions(self, topic: str) -> int:
         return self.partitions_of.get(topic, self.default_partitions)
@@ -42,6 +43,7 @@ class SimBroker:
         log = self.logs.setdefault((topic, part), [])
         record = Record(topic, part, len(log), key, value, at)
         log.append(record)
+        self.appended += 1
         return record
 
     def end(self, tp: TopicPartition) -> int:
