@@ -141,8 +141,12 @@ class _OrderStory:
         return out
 
     def paid(self) -> float:
-        lines = self.placed.data.get("lines", []) if self.placed else []
-        return float(sum(float(ln.get("qty", 0)) * float(ln.get("unit_price", 0.0)) for ln in lines))
+        """What the customer paid: the lines and the delivery (a replacement order of an exchange: nothing)."""
+        if self.placed is None or self.placed.data.get("exchange_for"):
+            return 0.0
+        lines = self.placed.data.get("lines", [])
+        goods = sum(float(ln.get("qty", 0)) * float(ln.get("unit_price", 0.0)) for ln in lines)
+        return float(goods + float(self.placed.data.get("shipping_price") or 0.0))
 
 
 class LogAudit:
@@ -169,6 +173,7 @@ class LogAudit:
         self.reservation_events: list[Message] = []
         self.events = 0
         self.in_flight: set[str] = set()
+        self.refund_keys: dict[str, LogRecord] = {}
 
     # --------------------------------------------------------------------------------------------- running
 
@@ -230,9 +235,20 @@ class LogAudit:
     # --------------------------------------------------------------------------------------------- envelope
 
     def _refund(self, record: LogRecord) -> None:
+        """A refund paid out counts once per idempotency key (the provider pays a key once); a second success
+        for the same key under a new id is reported, and the same event delivered again is nothing."""
         refund = _refund_amount(record)
-        if refund is not None:
-            self.stories[str(record.data.get("order_id", ""))].refunds.append((record, refund))
+        if refund is None:
+            return
+        key = str(record.data.get("idempotency_key") or record.id)
+        first = self.refund_keys.get(key)
+        if first is not None:
+            if first.id != record.id:
+                self._flag("refund_once", record, f"refund {key} of {record.data.get('order_id')} paid out again "
+                                                  f"(first at {first.where})", str(record.data.get("order_id")))
+            return
+        self.refund_keys[key] = record
+        self.stories[str(record.data.get("order_id", ""))].refunds.append((record, refund))
 
     # --------------------------------------------------------------------------------------------- orders
 
@@ -551,7 +567,7 @@ def _order_view(story: _OrderStory, in_flight: bool) -> dict[str, Any]:
 
 
 def _refund_amount(record: LogRecord) -> float | None:
-    """A refund paid out (returns and refunds, issue 11: ``…refund_succeeded…`` with an ``amount``), else None."""
+    """A refund paid out (``payments.refund_succeeded.v1`` and its ``amount``), else None."""
     if "refund_succeeded" not in record.type:
         return None
     amount = record.data.get("amount")

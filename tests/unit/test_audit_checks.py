@@ -121,3 +121,23 @@ def test_an_order_still_moving_at_the_end_of_the_log_is_in_flight_not_stuck() ->
     assert audit_records(log.records).violations == []  # the ledger's answer may still be on its way
     stuck = audit_records(log.records, Window(in_flight_ms=0))
     assert {v.check for v in stuck.violations} == {"story", "invariant:settled"}
+
+
+def test_refunds_count_once_per_key_and_never_beyond_what_was_paid() -> None:
+    log = Log()
+    placed = {"order_id": "O-1", "channel": "web", "customer_id": "C", "lines": [{"sku": "A", "qty": 2,
+              "unit_price": 10.0}], "shipping_price": 5.0, "delivery": {"mode": "ship", "lat": 1.0, "lon": 2.0}}
+    log.add("orders.inbound.v1", "order.placed.v1", placed, id_="p")
+
+    def refund(id_: str, key: str, amount: float) -> LogRecord:
+        data = {"refund_id": key, "idempotency_key": key, "return_id": "R", "order_id": "O-1", "amount": amount}
+        return log.add("payments.events.v1", "payments.refund_succeeded.v1", data, id_=id_)
+
+    refund("s1", "k1", 20.0)
+    refund("s1", "k1", 20.0)  # delivered again: nothing
+    again = refund("s2", "k1", 20.0)  # the same key paid out twice
+    within = audit_records(log.records)
+    assert [(v.check, v.offset) for v in within.violations if "refund" in v.check] == [("refund_once", again.offset)]
+    beyond = refund("s3", "k2", 6.0)  # 20 + 6 > 25 paid
+    found = {(v.check, v.offset) for v in audit_records(log.records).violations}
+    assert ("refunds_within_paid", beyond.offset) in found
