@@ -47,7 +47,6 @@ MOVED = "inventory.stock_moved.v1"
 AVAILABILITY = "inventory.availability_changed.v1"
 FULFIL = "wms.fulfil_order.v1"
 COMMANDS = "inventory.commands.v1"
-COMMAND_IDS = ("receipt_id", "count_id", "adjustment_id", "reservation_id")
 REQUEST_ANSWERS = ("wms.fulfilment_accepted.v1", "wms.fulfilment_rejected.v1", "wms.fulfilment_cancelled.v1")
 PARCEL = "wms.parcel_shipped.v1"
 # a status the story reached -> the orchestrator's event that must tell it
@@ -182,8 +181,8 @@ class LogAudit:
         for record in self.records:
             if record.id and record.id not in by_id:
                 by_id[record.id] = record
-            if record.topic == COMMANDS:
-                command_ids.update(str(record.data[k]) for k in COMMAND_IDS if k in record.data)
+            if record.topic == COMMANDS:  # any id a ledger command names may be a movement's cause
+                command_ids.update(str(v) for k, v in record.data.items() if k.endswith("_id") and v)
         handlers = self._handlers()
         for record in self.records:  # the hot loop: the envelope checks inline, a handler for the types that need one
             kind = record.type
