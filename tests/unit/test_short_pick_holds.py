@@ -22,9 +22,9 @@ from schemas.inventory import (
     ReserveStock,
     StockMoved,
 )
-from schemas.orders import OrderCancelRequested
+from schemas.orders import OrderCancelRequested, OrderRejected
 from schemas.topics import INVENTORY_RESERVATIONS
-from schemas.wms import CancelFulfilment, FulfilOrder, ShortPicked, ShortPickLine
+from schemas.wms import CancelFulfilment, FulfilmentRejected, FulfilOrder, ShortPicked, ShortPickLine
 from services.inventory.domain.ledger import SkuLedger
 from services.runtime.outbox import Emit
 from tests.unit.test_order_lifecycle import Story, hold_all, order
@@ -233,3 +233,44 @@ def test_a_cancel_while_the_missing_units_are_being_reserved_releases_both_legs_
         book(release)
     assert book.position("WH-A") == (1, 0) and book.position("WH-B") == (5, 0)
     assert story.st.line_statuses()[0].cancelled == 3
+
+
+# ---------------------------------------------------------------- what the simulator found (baton sim seeds)
+
+
+def test_a_short_pick_with_no_other_source_rejects_the_order_instead_of_leaving_it_in_fulfilment() -> None:
+    """Seeds 2 and 56: the pick finds nothing, no location has stock, no supply: the order ends ``rejected``."""
+    story = Story({SKU: {"WH-A": 1}})
+    fulfil = of(hold_all(story, story.send(order(DRILL=1))), FulfilOrder)
+    story.send(accepted(fulfil[0]))
+    emits = story.send(short_picked(fulfil[0], 1))
+    assert story.st.status == "rejected" and "no source" in (story.st.reason or "")
+    assert [type(m).__name__ for m in of(emits, OrderRejected)] == ["OrderRejected"]
+    assert story.st.line_statuses()[0].cancelled == 1
+
+
+def test_a_location_that_rejected_the_order_is_not_its_backorder_source_either() -> None:
+    """Seed 271: WH-A refuses every request; re-sourcing must not backorder the line at WH-A again (for ever)."""
+    story = Story({SKU: {"WH-A": 0}}, supply={SKU: {"WH-A": (5, "2026-12-01T00:00:00+00:00")}})
+    first = of(story.send(order(DRILL=1)), ReserveStock)
+    assert [(m.location, m.backorder) for m in first] == [("WH-A", True)]  # type: ignore[attr-defined]
+    fulfil = of(story.send(reserved(first[0])), FulfilOrder)  # held on hand in this story: dispatched
+    rejected = FulfilmentRejected(request_id=fulfil[0].request_id, order_id="O-1", location="WH-A",  # type: ignore[attr-defined]
+                                  reason="closed")
+    emits = story.send(rejected)
+    assert of(emits, ReserveStock) == []
+    assert story.st.status == "rejected"
+
+
+def test_a_parcel_the_books_had_written_off_is_found_before_it_ships() -> None:
+    """Seed 78: a count lowered stock below the hold being picked, the pickers found every unit and shipped them:
+    the ledger records the units found, then the shipment, so its movements add up to the parcels."""
+    book = Ledger(WH_A=4)
+    book(ReserveStock(reservation_id="R1", order_id="O-1", sku=SKU, location="WH-A", qty=2))
+    book(ReserveStock(reservation_id="R2", order_id="O-2", sku=SKU, location="WH-A", qty=2))
+    book(CountStock(count_id="c-1", sku=SKU, location="WH-A", qty=3))  # R2 shrinks to 1
+    book(ConsumeReservation(reservation_id="R1", order_id="O-1", sku=SKU, qty=2, shipment_id="P-1"))
+    emits = book(ConsumeReservation(reservation_id="R2", order_id="O-2", sku=SKU, qty=2, shipment_id="P-2"))
+    moved = [(m.kind, m.delta, m.on_hand_after) for m in of(emits, StockMoved)]  # type: ignore[attr-defined]
+    assert moved == [("adjusted", 1, 2), ("shipped", -2, 0)]
+    assert book.position("WH-A") == (0, 0)

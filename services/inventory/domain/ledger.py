@@ -347,7 +347,8 @@ class SkuLedger(BaseModel):
         self._touch(res)
 
     def _consume(self, cmd: ConsumeReservation) -> list[Emit]:
-        """The goods left: on hand drops (never below zero) and the reservation ends, once.
+        """The goods left: on hand drops (never below zero: units shipped beyond it are found first) and the
+        reservation ends, once.
 
         A reservation released or expired before its parcel shipped (a late cancellation, a collection at the
         last second) stays ended as it was, but the units physically left the building, so on hand follows
@@ -359,12 +360,13 @@ class SkuLedger(BaseModel):
         if res.status != "held":
             return self._ship_ended(res, cmd)
         held = res.qty
-        self._end_by_shipment(res, cmd)
+        self._end_hold(res, "consumed", cmd.shipment_id)
+        moved = self._ship(res, cmd)
         # more shipped than was still held (a count shrank the hold, the pickers found the units anyway)
         beyond = self._enforce_no_oversell(res.location, STOCK_LOST) if res.shipped > held else []
         return [
             self._end_event(res),
-            self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id),
+            *moved,
             *beyond,
             *self._settle(res.location, cause=res.reservation_id),
             self._availability(res.location, res.reservation_id + ":end"),
@@ -393,26 +395,29 @@ class SkuLedger(BaseModel):
         return [self._end_event(res)] if res.status in ("released", "consumed", "expired") else []
 
     def _ship_ended(self, res: Reservation, cmd: ConsumeReservation) -> list[Emit]:
-        position = self.position(res.location)
         res.late_shipment = cmd.shipment_id
         self._touch(res)
-        res.shipped = min(cmd.qty, res.qty + res.shrunk, position.on_hand)
-        if not res.shipped:
-            return []
-        position.on_hand -= res.shipped
-        res.on_hand_after = position.on_hand
         return [
-            self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id),
+            *self._ship(res, cmd),
             *self._enforce_no_oversell(res.location, STOCK_LOST),
             self._availability(res.location, res.reservation_id + ":shipped-after-release"),
         ]
 
-    def _end_by_shipment(self, res: Reservation, cmd: ConsumeReservation) -> None:
+    def _ship(self, res: Reservation, cmd: ConsumeReservation) -> list[Emit]:
+        """The parcel's units (at most what the reservation ever held) leave on hand.
+
+        Units the books no longer counted (a count or a loss wrote them off while the pickers had them) were
+        there after all: they are found first (``adjusted``, caused by the reservation), so that on hand never
+        goes below zero and the shipped movements add up to the parcels.
+        """
         position = self.position(res.location)
-        self._end_hold(res, "consumed", cmd.shipment_id)
-        res.shipped = min(cmd.qty, res.qty + res.shrunk, position.on_hand)
+        res.shipped = min(cmd.qty, res.qty + res.shrunk)
+        found = res.shipped - position.on_hand
+        emits = [self._move(res.location, "adjusted", found, cause_id=res.reservation_id)] if found > 0 else []
         position.on_hand -= res.shipped
         res.on_hand_after = position.on_hand
+        shipped = self._moved(res.location, "shipped", -res.shipped, res.on_hand_after, cause_id=res.reservation_id)
+        return [*emits, shipped]
 
     # ------------------------------------------------------------------ stock movements
 

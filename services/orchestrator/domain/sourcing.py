@@ -274,11 +274,12 @@ def plan_backorder(
     capable, explanations = _capable_locations(request, network)
     plan = SourcingPlan(candidates=explanations, rule=f"{request.rule.name}: backorder against supply")
     pool = {(sku, loc): qty for sku, by_loc in supply.items() for loc, (qty, _) in by_loc.items()}
+    avoid = excluded or set()
     for i, qty in need.items():
         sku = lines[i].sku
-        options = [
+        options = [  # a location that rejected the order (``*@LOC``) is no more a backorder source than a stock one
             c for c in capable
-            if pool.get((sku, c.location.id), 0) >= qty and f"{sku}@{c.location.id}" not in (excluded or set())
+            if pool.get((sku, c.location.id), 0) >= qty and not {f"{sku}@{c.location.id}", f"*@{c.location.id}"} & avoid
         ]
         if not options:
             plan.unsourced[i] = qty
