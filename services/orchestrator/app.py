@@ -33,6 +33,7 @@ from schemas.topics import (
     NETWORK,
     ORDERS_INBOUND,
     ORDERS_TIMERS,
+    PAYMENTS_EVENTS,
     RULES,
     WMS_EVENTS,
 )
@@ -50,7 +51,7 @@ from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 
 SERVICE = "orchestrator"
-INBOX = (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS)
+INBOX = (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS, PAYMENTS_EVENTS)
 ORDERS = "orders"
 CAPACITY = "capacity"
 REPLAYABLE_EMITS = 1  # per order (see _bound_replayable_emits)
@@ -319,6 +320,7 @@ class Orchestrator(StreamService):
         decision = OrderSaga(self.master.network, snapshot=snapshot).handle(state, message, envelope.id)
         if decision.state is None:
             log.info("ignored", type=envelope.type, order_id=order_id, why="no such order")
+            ctx.send(decision.emits, correlationid=order_id, causationid=envelope.id)  # a return's rejection
             return
         correlation = order_id if isinstance(message, OrderPlaced) else envelope.correlationid
         ctx.send(decision.emits, correlationid=correlation, causationid=envelope.id)

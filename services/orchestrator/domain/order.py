@@ -50,11 +50,22 @@ from schemas.orders import (
     PickupAt,
     PickupCollected,
     ReserveAt,
+    ReturnAuthorized,
     ReturnLine,
+    ReturnRefunded,
+    ReturnRejected,
     ReturnRequested,
     ShipmentView,
 )
-from schemas.topics import INVENTORY_COMMANDS, ORDERS_EVENTS, ORDERS_STATUS, WMS_COMMANDS
+from schemas.payments import RefundFailed, RefundRequested, RefundSucceeded
+from schemas.topics import (
+    INVENTORY_COMMANDS,
+    ORDERS_EVENTS,
+    ORDERS_INBOUND,
+    ORDERS_STATUS,
+    PAYMENTS_COMMANDS,
+    WMS_COMMANDS,
+)
 from schemas.wms import (
     CancelFulfilment,
     FulfilmentAccepted,
@@ -67,8 +78,11 @@ from schemas.wms import (
     ItemsPicked,
     ParcelShipped,
     ReadyForPickup,
+    ReceiveReturn,
+    ReturnReceived,
     ShortPicked,
 )
+from services.orchestrator.domain import returns as rma
 from services.orchestrator.domain.network import NetworkView
 from services.orchestrator.domain.rules import DEFAULT_RULES, OrderFacts, Rule, RuleSet, applicable_rules
 from services.orchestrator.domain.sourcing import Availability, SourcingPlan, Supply, plan_backorder, plan_order
@@ -133,7 +147,7 @@ class OrderState(BaseModel):
     shipped: dict[int, int] = Field(default_factory=dict)
     cancelled: dict[int, int] = Field(default_factory=dict)
     shipments: list[ShipmentView] = Field(default_factory=list)
-    returns: list[dict[str, Any]] = Field(default_factory=list)
+    returns: list[rma.ReturnCase] = Field(default_factory=list)
     requests: dict[str, str] = Field(default_factory=dict)
     request_seq: int = 0
     ship_to_store: bool = False
@@ -189,7 +203,8 @@ class OrderState(BaseModel):
             "delivery": order.delivery.model_dump(mode="json"),
             "lines": [ls.model_dump() for ls in self.line_statuses()],
             "shipments": [s.model_dump() for s in self.shipments],
-            "returns": self.returns,
+            "returns": [r.view() for r in self.returns],
+            "refunds": [{"return_id": r.return_id, **r.refund.model_dump()} for r in self.returns if r.refund],
             "promised_date": self.promised_date.isoformat() if self.promised_date else None,
             "deadline": self.deadline.model_dump(mode="json") if self.deadline else None,
             "decision": self.last_decision,
@@ -238,7 +253,7 @@ class OrderSaga:
             state = OrderState(order_id=message.order_id, placed=message.model_dump(mode="json"),
                                rule_set=self.snapshot.rules.name, rule_set_version=self.snapshot.rules.version)
         if state is None:
-            return Decision()
+            return Decision(emits=_unknown_order(message, message_id))
         if isinstance(message, NO_EFFECT_MESSAGES):
             return Decision(state=state)
         emits = _Step(state, self.snapshot, message_id).run(message)
@@ -747,12 +762,136 @@ class _Step:
     # ------------------------------------------------------------------ returns
 
     def _on_ReturnRequested(self, request: ReturnRequested) -> None:
-        """Recorded on the order (status ``requested``); authorisation, inspection and refunds are not built yet."""
-        if any(r["return_id"] == request.return_id for r in self.state.returns):
+        """Authorise (RMA) and route the return, or reject it with the reason; a known return id changes nothing."""
+        state = self.state
+        if self._return(request.return_id) is not None:
             return
-        self.state.returns.append({"return_id": request.return_id, "status": "requested", "destination": None,
-                                   "disposition": None, "lines": [ln.model_dump() for ln in request.lines],
-                                   "method": request.method, "reason": request.reason})
+        case = rma.ReturnCase(return_id=request.return_id, method=request.method, reason=request.reason,
+                              lines=[ln.model_dump() for ln in request.lines],
+                              exchange=[ln.model_dump() for ln in request.exchange])
+        state.returns.append(case)
+        decision = rma.authorize(request, self._return_facts(), self.snap.rules.returns, self.snap.network,
+                                 self.snap.now)
+        if isinstance(decision, str):
+            case.status, case.rejection = "rejected", decision
+            self._emit(ORDERS_STATUS, state.order_id, ReturnRejected(
+                return_id=case.return_id, order_id=state.order_id, reason=decision, lines=request.lines),
+                case.return_id)
+            self._return_note(case, f"rejected: {decision}")
+            return
+        case.status, case.destination = "authorized", decision.destination
+        case.label = decision.label.model_dump() if decision.label else None
+        self._emit(ORDERS_STATUS, state.order_id, ReturnAuthorized(
+            return_id=case.return_id, order_id=state.order_id, lines=request.lines, method=request.method,
+            destination=decision.destination, reason=request.reason, label=decision.label,
+            exchange=request.exchange), case.return_id)
+        receive = ReceiveReturn(return_id=case.return_id, order_id=state.order_id, location=decision.destination,
+                                lines=request.lines, method=request.method, expected_condition=request.condition)
+        self._emit(WMS_COMMANDS, state.order_id, receive, case.return_id, location=decision.destination)
+        self._return_note(case, f"authorized to {decision.destination} ({request.method})")
+
+    def _on_ReturnReceived(self, event: ReturnReceived) -> None:
+        """Refund what came back (or place the exchange); a return received before changes nothing."""
+        state = self.state
+        case = self._return(event.return_id)
+        if case is None or case.status != "authorized":
+            return
+        others = [r for r in state.returns if r is not case]
+        case.status = "received"
+        case.received = [ln.model_dump() for ln in event.lines]
+        case.disposition = rma.main_disposition(event.lines)
+        self._return_note(case, f"received at {event.location}: " + ", ".join(
+            f"{ln.sku} x{ln.qty} {ln.condition} -> {ln.disposition}" for ln in event.lines))
+        replacement = rma.replacement_lines(case.exchange, sum(ln.qty for ln in event.lines))
+        if replacement:
+            self._place_exchange(case, replacement)
+        inputs = rma.RefundInputs(
+            order=state.order, shipped=self._shipped_by_sku(), received=event.lines,
+            exchanged_units=sum(ln.qty for ln in replacement),
+            units_back_before=sum(sum(r.received_units().values()) for r in others),
+            refunded_before_cents=sum(round(r.refund.amount * 100) for r in others
+                                      if r.refund and r.refund.status != "failed"))
+        cents = rma.refund_cents(inputs, self.snap.rules.returns)
+        if cents == 0:
+            self._emit(ORDERS_STATUS, state.order_id, ReturnRefunded(
+                return_id=case.return_id, order_id=state.order_id, currency=state.order.currency,
+                exchange_order_id=case.exchange_order_id), case.return_id, "nothing owed")
+            return
+        case.refund = rma.RefundCase(refund_id=f"{state.order_id}/{case.return_id}/refund",
+                                     idempotency_key=rma.refund_key(state.order_id, case.return_id),
+                                     amount=rma.euros(cents), currency=state.order.currency)
+        self._request_refund(case, case.refund)
+
+    def _place_exchange(self, case: rma.ReturnCase, lines: list[ReturnLine]) -> None:
+        replacement = rma.replacement_order(self.state.order, case.return_id, lines, self.snap.now)
+        case.exchange_order_id = replacement.order_id
+        self._emit(ORDERS_INBOUND, replacement.order_id, replacement, case.return_id)
+        self._return_note(case, f"replacement order {replacement.order_id} placed")
+
+    def _request_refund(self, case: rma.ReturnCase, refund: rma.RefundCase) -> None:
+        request = RefundRequested(refund_id=refund.refund_id, idempotency_key=refund.idempotency_key,
+                                  return_id=case.return_id, order_id=self.state.order_id, amount=refund.amount,
+                                  currency=refund.currency, attempt=refund.attempts)
+        self._emit(PAYMENTS_COMMANDS, self.state.order_id, request, refund.idempotency_key, refund.attempts)
+        self._return_note(case, f"refund of {refund.amount:.2f} {refund.currency} requested "
+                                f"(attempt {refund.attempts}, key {refund.idempotency_key})")
+
+    def _on_RefundSucceeded(self, event: RefundSucceeded) -> None:
+        case, refund = self._refund_of(event.return_id, event.idempotency_key)
+        if case is None or refund is None or refund.status == "succeeded":
+            return
+        refund.status, refund.reason = "succeeded", None
+        case.status = "refunded"
+        self._emit(ORDERS_STATUS, self.state.order_id, ReturnRefunded(
+            return_id=case.return_id, order_id=self.state.order_id, refund_id=refund.refund_id,
+            amount=refund.amount, currency=refund.currency, exchange_order_id=case.exchange_order_id),
+            case.return_id, "refunded")
+        self._return_note(case, f"refunded {refund.amount:.2f} {refund.currency}")
+
+    def _on_RefundFailed(self, event: RefundFailed) -> None:
+        """Retry with the same key (a new key could pay twice), up to the policy's attempts."""
+        case, refund = self._refund_of(event.return_id, event.idempotency_key)
+        if case is None or refund is None or refund.status != "requested" or event.attempt != refund.attempts:
+            return  # already answered, or the answer to an attempt retried since
+        if refund.attempts >= self.snap.rules.returns.max_refund_attempts:
+            refund.status, refund.reason = "failed", event.reason
+            self._return_note(case, f"refund failed {refund.attempts} times: {event.reason}; left to customer service")
+            return
+        refund.attempts += 1
+        refund.reason = event.reason
+        self._request_refund(case, refund)
+
+    def _return(self, return_id: str) -> rma.ReturnCase | None:
+        return next((r for r in self.state.returns if r.return_id == return_id), None)
+
+    def _refund_of(self, return_id: str, key: str) -> tuple[rma.ReturnCase | None, rma.RefundCase | None]:
+        case = self._return(return_id)
+        refund = case.refund if case is not None else None
+        if refund is None or refund.idempotency_key != key:
+            return case, None
+        return case, refund
+
+    def _return_note(self, case: rma.ReturnCase, what: str) -> None:
+        self.state.history.append({"note": f"return {case.return_id}: {what}", "return_id": case.return_id,
+                                   "cause": self.message_id, "at": self.snap.now.isoformat()})
+
+    def _shipped_by_sku(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for i, line in enumerate(self.state.order.lines):
+            out[line.sku] += self.state.shipped.get(i, 0)
+        return dict(out)
+
+    def _return_facts(self) -> rma.ReturnFacts:
+        state = self.state
+        returning: dict[str, int] = defaultdict(int)
+        for case in state.returns:
+            for sku, qty in case.units_in_flight().items():
+                returning[sku] += qty
+        fulfilled = [h["at"] for h in state.history
+                     if h.get("status") in ("shipped", "partially_shipped", "collected") and h.get("at")]
+        return rma.ReturnFacts(shipped=self._shipped_by_sku(), returning=dict(returning),
+                               fulfilled_at=datetime.fromisoformat(fulfilled[-1]) if fulfilled else None,
+                               origin=rma.customer_origin(state.order, self.snap.network))
 
     # ------------------------------------------------------------------ deadlines
 
@@ -815,6 +954,16 @@ class _Step:
             state.cancelled[i] = line.qty - state.shipped.get(i, 0)
         self._emit(ORDERS_EVENTS, state.order_id, OrderCancelled(order_id=state.order_id, reason=request.reason))
         self._set_status("cancelled", request.reason)
+
+
+def _unknown_order(message: Message, message_id: str) -> list[Emit]:
+    """A return of an order the OMS never took is rejected in public; anything else about it is ignored."""
+    if not isinstance(message, ReturnRequested):
+        return []
+    rejected = ReturnRejected(return_id=message.return_id, order_id=message.order_id, reason="unknown order",
+                              lines=message.lines)
+    return [Emit.to(ORDERS_STATUS, message.order_id, rejected,
+                    derived_id(message_id, rejected.event_type, message.return_id))]
 
 
 def _explain(plan: SourcingPlan, snapshot: Snapshot, state: OrderState) -> dict[str, Any]:

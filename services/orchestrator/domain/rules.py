@@ -82,6 +82,22 @@ class Rule(Strict):
         return rank
 
 
+class ReturnPolicy(Strict):
+    """How returns are authorised, routed and refunded (the defaults are the issue's default policy)."""
+
+    window_days: float = Field(default=30.0, gt=0, description="Days after the order shipped or was collected.")
+    require_reason: bool = True
+    restocking_fee_rate: float = Field(default=0.0, ge=0, le=1, description="Share of a unit's price kept.")
+    fee_conditions: list[Literal["sellable", "damaged", "defective"]] = ["sellable"]
+    refund_shipping_when_all_back: bool = True
+    mail_destinations: list[str] | None = Field(
+        default=None, description="Locations mail returns go to, first offering returns wins; unset: the nearest."
+    )
+    mail_kinds: list[Literal["warehouse", "store"]] | None = None
+    label_carrier: str = "returns-post"
+    max_refund_attempts: int = Field(default=10, ge=1)
+
+
 class RuleSet(Strict):
     name: str = "default"
     version: int = Field(default=1, ge=1)
@@ -91,6 +107,7 @@ class RuleSet(Strict):
     accept_deadline_s: float = Field(default=60.0, gt=0)
     pickup_window_s: float = Field(default=3 * 24 * 3600, gt=0)
     max_attempts: int = Field(default=8, ge=1)
+    returns: ReturnPolicy = ReturnPolicy()
 
 
 class OrderFacts(Strict):
