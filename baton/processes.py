@@ -65,18 +65,21 @@ class ServiceProcess:
 
 @dataclass
 class ServiceSet:
-    """The orchestrator, the inventory service and one WMS node per location, for one namespace."""
+    """The orchestrator, the inventory service, the payment adapter and one WMS node per location, for a namespace."""
 
     settings: Settings
     locations: list[str]
     auto_workers: bool = True
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     worker_config: str | None = None  # the simulated workers' behaviour the services were started with
+    payments_fail_first: int = 0  # the simulated payment adapter fails its first N refund requests
 
     def __post_init__(self) -> None:
         logs = self.settings.home / "runs" / self.settings.namespace
         self.services["orchestrator"] = ServiceProcess("orchestrator", ["orchestrator"], logs / "orchestrator.log")
         self.services["inventory"] = ServiceProcess("inventory", ["inventory"], logs / "inventory.log")
+        self.services["payments"] = ServiceProcess(
+            "payments", ["payments", "--fail-first", str(self.payments_fail_first)], logs / "payments.log")
         for location in self.locations:
             args = ["wms", "--location", location, *(["--auto"] if self.auto_workers else [])]
             name = f"wms-{location}"

@@ -66,3 +66,16 @@ def run_wms(
     node = build(settings, location, auto)
     web = node.web() if web_port is not None else None
     run_service(node.service, settings, web=web, port=web_port or 0, locations=[location])
+
+
+@run_app.command("payments")
+def run_payments(
+    namespace: str | None = NamespaceOpt,
+    fail_first: int = typer.Option(0, "--fail-first", min=0, help="The first N refund requests fail (retries)."),
+) -> None:
+    """The simulated payment adapter: answers refund requests, once per idempotency key."""
+    from services.payments.app import build
+    from services.runtime.runner import run_service
+
+    settings = _settings(namespace)
+    run_service(build(settings, fail_first), settings)

@@ -38,6 +38,9 @@ class RefundSucceeded(Message):
     amount: Money
     currency: str = "EUR"
     provider_reference: str = ""
+    duplicate: bool = Field(
+        default=False, description="The key was paid before: this answer repeats it, no money moved again."
+    )
 
     def subject(self) -> str:
         return self.order_id

@@ -179,7 +179,8 @@ PAYMENTS_COMMANDS = TopicSpec(
     key="order_id",
     messages=(payments.RefundRequested,),
     description="Refund requests from the OMS to the payment adapter, each with an idempotency key derived from"
-    " its return (retries reuse it).",
+    " its return (retries reuse it). One partition: the adapter answers in one order (its first-N-fail rule).",
+    partitions=1,
     producers=("orchestrator",),
     consumers=("payment adapter",),
 )

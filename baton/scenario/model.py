@@ -71,6 +71,8 @@ class ScenarioOrder(Strict):
     lines: list[OrderLine] = Field(min_length=1)
     delivery: Delivery
     store_id: LocationId | None = None
+    shipping_price: float = Field(default=0.0, ge=0)
+    currency: str = "EUR"
 
 
 class OrderPlacedStep(Strict):
@@ -102,6 +104,13 @@ class ReturnStep(Strict):
     location: LocationId | None = None
     reason: str = "unspecified"
     condition: Literal["sellable", "damaged", "defective"] = "sellable"
+    exchange: list[ReturnLine] = []  # replacement lines instead of a refund
+
+
+class PaymentsBehaviour(Strict):
+    """How the simulated payment adapter answers refund requests."""
+
+    fail_first: int = Field(default=0, ge=0)  # the first N refund requests fail (then retried with the same key)
 
 
 class ServiceKilledStep(Strict):
@@ -114,9 +123,11 @@ class ServiceKilledStep(Strict):
     @field_validator("service")
     @classmethod
     def _known_service(cls, value: str) -> str:
-        if value in ("orchestrator", "inventory") or (value.startswith("wms:") and len(value) > len("wms:")):
+        if value in ("orchestrator", "inventory", "payments") or (
+            value.startswith("wms:") and len(value) > len("wms:")
+        ):
             return value
-        raise ValueError(f"unknown service {value!r}: give orchestrator, inventory or wms:LOCATION")
+        raise ValueError(f"unknown service {value!r}: give orchestrator, inventory, payments or wms:LOCATION")
 
     @property
     def location(self) -> str | None:
@@ -179,6 +190,7 @@ class Scenario(Strict):
     supply: list[SupplyRow] = []
     rules: dict[str, Any] = {}
     workers: list[WorkerBehaviour] = []
+    payments: PaymentsBehaviour = PaymentsBehaviour()
     events: list[Step] = []
     generate: Generate | None = None
 

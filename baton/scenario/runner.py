@@ -109,7 +109,8 @@ class ScenarioRun:
         )
         self.order_ids = list(dict.fromkeys(s.order.order_id for s in self.steps if isinstance(s, OrderPlacedStep)))
         self.locations = [loc.id for loc in scenario.locations]
-        self.services = ServiceSet(settings, self.locations)
+        self.services = ServiceSet(settings, self.locations, payments_fail_first=scenario.payments.fail_first)
+        self.return_ids = {(s.order_id, s.return_id) for s in self.steps if isinstance(s, ReturnStep)}
         self.read_model = ReadModel(settings.redis_url, settings.namespace)
         self.kills: list[dict[str, Any]] = []  # the service.killed steps played: service, seconds into the run
         self.comebacks: list[asyncio.Task[Restart]] = []  # each killed service's return, timed on Kafka
@@ -251,14 +252,25 @@ class ScenarioRun:
     async def _wait_settled(self, started: float) -> bool:
         while True:
             views = await self.read_model.read_orders(self.order_ids)
+            self._follow_exchanges(views)
+            views.update(await self.read_model.read_orders([o for o in self.order_ids if o not in views]))
             settled = sum(1 for v in views.values() if v and v["status"] in SETTLED | WAITING)
             self._progress("settling", settled, len(self.order_ids))
-            ready = settled == len(self.order_ids) and await self._arrivals_received()
+            ready = settled == len(self.order_ids) and _returns_settled(views, self.return_ids)
+            ready = ready and await self._arrivals_received()
             if ready and await self._quiescent():
                 return True
             if time.monotonic() - started > self.options.timeout_s:
                 return False
             await asyncio.sleep(0.25)
+
+    def _follow_exchanges(self, views: dict[str, dict[str, Any] | None]) -> None:
+        """A received exchange placed a replacement order: it is one of the run's orders from then on."""
+        for view in list(views.values()):
+            for case in (view or {}).get("returns", []):
+                replacement = case.get("exchange_order_id")
+                if replacement and replacement not in self.order_ids:
+                    self.order_ids.append(replacement)
 
     async def _arrivals_received(self) -> bool:
         """Every delivery that reached a dock in this run was received into stock.
@@ -283,6 +295,7 @@ class ScenarioRun:
         return await wait_caught_up(self.settings, self.locations, timeout_s=30)
 
     async def _result(self, started: float, completed: bool) -> dict[str, Any]:
+        self._follow_exchanges(await self.read_model.read_orders(self.order_ids))
         views = await self.read_model.read_orders(self.order_ids)
         orders = {oid: _order_result(view) for oid, view in views.items()}
         stock = await self._stock()
@@ -314,6 +327,47 @@ class ScenarioRun:
         return out
 
 
+def _returns_settled(views: dict[str, dict[str, Any] | None], return_ids: set[tuple[str, str]]) -> bool:
+    """Every return of the timeline is rejected, refunded, or received with nothing (more) to pay."""
+    cases = {(order_id, case["return_id"]): case for order_id, view in views.items()
+             for case in (view or {}).get("returns", [])}
+    for key in return_ids:
+        case = cases.get(key)
+        if case is None and views.get(key[0]) is None:
+            continue  # a return of an order the OMS never took: rejected on the status topic, nothing to wait for
+        if case is None or not _return_settled(case):
+            return False
+    return True
+
+
+def _return_settled(case: dict[str, Any]) -> bool:
+    refund = case.get("refund")
+    if case["status"] in ("rejected", "refunded"):
+        return True
+    return case["status"] == "received" and (refund is None or refund.get("status") == "failed")
+
+
+def _return_result(case: dict[str, Any]) -> dict[str, Any]:
+    """A return as the contract shows it: status, destination, disposition, lines; and what inspection found."""
+    return {
+        "return_id": case["return_id"],
+        "status": case["status"],
+        "method": case.get("method"),
+        "destination": case.get("destination"),
+        "disposition": case.get("disposition"),
+        "lines": case.get("lines", []),
+        "received": case.get("received", []),
+        "reason": case.get("reason"),
+        **({"label": case["label"]} if case.get("label") else {}),
+        **({"exchange_order_id": case["exchange_order_id"]} if case.get("exchange_order_id") else {}),
+    }
+
+
+def _refund_result(refund: dict[str, Any]) -> dict[str, Any]:
+    return {"return_id": refund["return_id"], "amount": refund["amount"], "status": refund.get("status"),
+            "attempts": refund.get("attempts", 1), "idempotency_key": refund.get("idempotency_key")}
+
+
 def _order_result(view: dict[str, Any] | None) -> dict[str, Any]:
     if view is None:
         return {"status": "unknown", "lines": [], "shipments": [], "promised_date": None, "returns": [], "refunds": []}
@@ -326,8 +380,8 @@ def _order_result(view: dict[str, Any] | None) -> dict[str, Any]:
             for s in view["shipments"]
         ],
         "promised_date": view.get("promised_date"),
-        "returns": view.get("returns", []),
-        "refunds": view.get("refunds", []),
+        "returns": [_return_result(case) for case in view.get("returns", [])],
+        "refunds": [_refund_result(refund) for refund in view.get("refunds", [])],
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("orchestrator", "inventory", "wms_node")
+SERVICES = ("orchestrator", "inventory", "wms_node", "payments")
 INFRASTRUCTURE = ("faust", "aiokafka", "redis", "structlog", "mode")
 
 
