@@ -153,6 +153,9 @@ class SkuLedger(BaseModel):
     supplies: dict[str, Supply] = {}
     reservations: dict[str, Reservation] = {}
     backorders: list[str] = []  # ids of the reservations still waiting for their goods, in arrival order
+    # units restocked per customer return (``return id@location``): a return is put back to stock once, whatever
+    # receipt id it is sent under (returns are rare next to orders: kept for good)
+    restocked: dict[str, int] = {}
     # the emits of the last command only: they commit in the same transaction as the ledger, so a send is never
     # lost after the state was written; a repeated reservation command re-derives its event from the record.
     # The emits of 16 commands were a third of every stored ledger head.
@@ -255,6 +258,8 @@ class SkuLedger(BaseModel):
                 return self._count(command, command_id)
             case RecordSupply():
                 return self._record_supply(command, command_id)
+            case ReceiveStock() if command.return_id:
+                return self._restock(command, command.return_id, command_id)
             case ReceiveStock():
                 return self._receive(command, command_id)
             case AdjustStock():
@@ -571,6 +576,19 @@ class SkuLedger(BaseModel):
             supply.closed = ends or supply.received + supply.damaged >= supply.qty
         settled = self._settle(cmd.location, cause=cmd.receipt_id, received_from=own)
         return [*emits, *settled, self._availability(cmd.location, command_id)]
+
+    def _restock(self, cmd: ReceiveStock, return_id: str, command_id: str) -> list[Emit]:
+        """Returned units inspected sellable and put back on the shelves: on hand (and available) grow at the
+        location by a ``restocked`` movement caused by the return, once per return and location; backorders
+        waiting there fill. Damaged units of a return stay in the node's quarantine: the ledger never counts them.
+        """
+        key = f"{return_id}@{cmd.location}"
+        if key in self.restocked or not cmd.qty:
+            return []
+        self.restocked[key] = cmd.qty
+        moved = self._move(cmd.location, "restocked", cmd.qty, cause_id=return_id)
+        settled = self._settle(cmd.location, cause=return_id)
+        return [moved, *settled, self._availability(cmd.location, command_id)]
 
     def _settle(self, location: str, cause: str, received_from: str | None = None) -> list[Emit]:
         """Fill the waiting backorders that available units now cover, then re-assign the rest to supplies.
