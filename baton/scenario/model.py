@@ -105,6 +105,9 @@ class ReturnStep(Strict):
     reason: str = "unspecified"
     condition: Literal["sellable", "damaged", "defective"] = "sellable"
     exchange: list[ReturnLine] = []  # replacement lines instead of a refund
+    # a customer returns what they received: the request waits (after at_s) until its order has settled (shipped,
+    # collected...), so that a timeline need not guess how long fulfilment takes; false: sent at at_s exactly
+    after_settled: bool = True
 
 
 class PaymentsBehaviour(Strict):

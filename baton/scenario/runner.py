@@ -207,6 +207,10 @@ class ScenarioRun:
                 await asyncio.sleep(delay)
             if isinstance(step, ServiceKilledStep):
                 await self._kill(publisher, step, time.monotonic() - t0)
+            elif isinstance(step, ReturnStep) and step.after_settled:
+                await publisher.flush()
+                await self._order_settled(step.order_id, started)
+                await self._publish_step(publisher, step)
             else:
                 await self._publish_step(publisher, step)
             if n % 50 == 0 or n == len(self.steps):
@@ -242,7 +246,7 @@ class ScenarioRun:
                 arrived = SupplyArrived(supply_id=step.supply_id, location=step.location, lines=step.lines)
                 await publisher.publish(WMS_COMMANDS, step.supply_id, arrived, location=step.location)
             case ReturnStep():
-                fields = step.model_dump(exclude={"at_s", "type"})
+                fields = step.model_dump(exclude={"at_s", "type", "after_settled"})
                 await publisher.publish(ORDERS_INBOUND, step.order_id, ReturnRequested(**fields))
             case StockCountedStep():
                 count_id = f"{self.settings.namespace}:count:{step.at_s}:{step.location}:{step.sku}"
@@ -263,6 +267,16 @@ class ScenarioRun:
             if time.monotonic() - started > self.options.timeout_s:
                 return False
             await asyncio.sleep(0.25)
+
+    async def _order_settled(self, order_id: str, started: float) -> None:
+        """Wait until the order settled (or the run's timeout: the return is then sent, and most likely rejected)."""
+        if order_id not in self.order_ids:
+            return  # not an order of this run: nothing to wait for, the OMS rejects the return
+        while time.monotonic() - started < self.options.timeout_s:
+            view = (await self.read_model.read_orders([order_id])).get(order_id)
+            if view is not None and view["status"] in SETTLED:
+                return
+            await asyncio.sleep(0.2)
 
     def _follow_exchanges(self, views: dict[str, dict[str, Any] | None]) -> None:
         """A received exchange placed a replacement order: it is one of the run's orders from then on."""

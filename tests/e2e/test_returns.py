@@ -1,0 +1,76 @@
+"""Returns and refunds on the real services (issue 11): one scenario, each case its own order.
+
+BORIS of a sellable unit (the store's stock grows), a mail return found damaged (refunded, not available), a
+partial return of 1 of 2, a return of more than was shipped (rejected), the same return twice (one refund), a
+return received short (refund for what came), an exchange (a replacement shipped, nothing refunded), and a
+payment adapter whose first answer is a failure (retried with the same key: one refund in the end).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baton.scenario.model import load_scenario
+from baton.scenario.runner import RunOptions, run_scenario
+from services.runtime.settings import Settings
+
+pytestmark = pytest.mark.e2e
+SCENARIOS = Path(__file__).parent.parent / "scenarios"
+
+
+def _one_return(order: dict[str, Any]) -> dict[str, Any]:
+    [case] = order["returns"]
+    return case
+
+
+def test_returns_are_authorised_routed_received_and_refunded_once(settings: Settings) -> None:
+    outcome = run_scenario(load_scenario(SCENARIOS / "returns.yaml"), settings,
+                           RunOptions(namespace=settings.namespace, timeout_s=150))
+    result = outcome.result
+    assert outcome.exit_code == 0 and result["completed"], result
+    assert result["dead_letters"] == 0 and result["invariants"]["ok"], result["invariants"]
+    orders = result["orders"]
+    refunds = {oid: [(r["return_id"], r["amount"], r["status"]) for r in o["refunds"]] for oid, o in orders.items()}
+
+    boris = _one_return(orders["O-BORIS"])
+    assert (boris["status"], boris["destination"], boris["disposition"]) == ("refunded", "ST-PAR", "restock")
+    assert refunds["O-BORIS"] == [("R-BORIS", 24.80, "succeeded")]  # the unit and, every unit back, the shipping
+
+    damaged = _one_return(orders["O-DAMAGED"])
+    assert (damaged["status"], damaged["destination"], damaged["disposition"]) == ("refunded", "WH-RET", "refurbish")
+    assert damaged["label"]["carrier"] == "returns-post" and damaged["label"]["tracking"].startswith("RT")
+    assert [(ln["condition"], ln["qty"]) for ln in damaged["received"]] == [("damaged", 1)]
+    assert refunds["O-DAMAGED"] == [("R-DAMAGED", 9.50, "succeeded")]  # damaged units are refunded in full
+
+    assert _one_return(orders["O-PARTIAL"])["status"] == "refunded"
+    assert refunds["O-PARTIAL"] == [("R-PARTIAL", 19.90, "succeeded")]  # 1 of 2: no shipping back
+
+    too_many = _one_return(orders["O-TOO-MANY"])
+    assert too_many["status"] == "rejected" and "2 asked, 1 returnable" in too_many["reason"]
+    assert refunds["O-TOO-MANY"] == []
+
+    assert _one_return(orders["O-TWICE"])["status"] == "refunded"
+    assert refunds["O-TWICE"] == [("R-TWICE", 19.90, "succeeded")]
+
+    short = _one_return(orders["O-SHORT"])
+    assert short["status"] == "refunded" and sum(ln["qty"] for ln in short["received"]) == 2
+    assert refunds["O-SHORT"] == [("R-SHORT", 24.00, "succeeded")]  # 3 asked, 2 came
+
+    exchange = _one_return(orders["O-EXCHANGE"])
+    assert exchange["status"] == "received" and refunds["O-EXCHANGE"] == []
+    replacement = orders[exchange["exchange_order_id"]]
+    assert replacement["status"] == "shipped"
+    assert [ln["sku"] for ln in replacement["lines"]] == ["TEE-M"]
+
+    attempts = sorted(r["attempts"] for o in orders.values() for r in o["refunds"])
+    assert attempts == [1, 1, 1, 1, 2]  # the first request failed and was retried with its key, once
+
+    stock = result["stock"]
+    assert stock["ST-PAR"]["TEE-M"]["on_hand"] == 4  # BORIS, partial, twice (once), exchange: restocked here
+    assert stock["ST-PAR"]["TEE-M"]["available"] == 4
+    assert stock["WH-RET"]["MUG-1"]["on_hand"] == 0 and stock["WH-RET"]["MUG-1"]["available"] == 0  # quarantined
+    assert stock["WH-RET"]["CAP-1"]["on_hand"] == 2
+    assert stock["WH-PAR"]["TEE-M"]["on_hand"] == 20 - 6 - 1  # six units sold, one replacement
