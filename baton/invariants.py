@@ -25,7 +25,7 @@ from schemas.inventory import (
     StockMoved,
     StockReserved,
 )
-from schemas.orders import TERMINAL_STATUSES
+from schemas.orders import TERMINAL_STATUSES, OrderCancelled, OrderShipped
 from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import read_topic
@@ -92,6 +92,7 @@ class Facts:
     stock: Stock
     reservation_events: Sequence[Message] | None = None
     movements: Sequence[StockMoved] | None = None
+    order_events: Sequence[Message] | None = None  # ``orders.events``, each order's in its log order
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def check_invariants(facts: Facts, expected: Expected | None = None) -> Invarian
     checks: list[Callable[[Facts, Expected], Check]] = [
         every_order_settled, no_oversell, no_line_overshipped, lines_accounted, reserved_equals_open_holds,
         reservations_ended, reservations_end_once, shipped_once, no_double_effect, stock_conserved,
+        cancel_after_shipment_refused,
     ]
     return InvariantReport(tuple(check(facts, expected) for check in checks))
 
@@ -176,6 +178,23 @@ def every_order_settled(facts: Facts, expected: Expected) -> Check:
             and sum(line["open"] for line in order.get("lines", [])) <= on_supply.get(order_id, 0))
     ]
     return _check("settled", "every order reached a settled status", stuck)
+
+
+def cancel_after_shipment_refused(facts: Facts, expected: Expected) -> Check:
+    """Once a parcel of an order left, a cancellation of it is refused: no ``OrderCancelled`` follows an
+    ``OrderShipped`` of the same order (a parcel already on its way when a cancel came is shipped, not cancelled)."""
+    title = "a cancel after shipment is refused"
+    if facts.order_events is None:
+        return Check("cancel_after_shipment", title)
+    shipped: set[str] = set()
+    broken = []
+    for event in facts.order_events:
+        if isinstance(event, OrderShipped):
+            shipped.add(event.order_id)
+        elif isinstance(event, OrderCancelled) and event.order_id in shipped:
+            broken.append((event.order_id, f"cancel after shipment: {event.order_id} cancelled ({event.reason}) "
+                                           "after a parcel of it shipped"))
+    return _check("cancel_after_shipment", title, broken)
 
 
 def no_line_overshipped(facts: Facts, expected: Expected) -> Check:
@@ -397,7 +416,7 @@ def other_movements(movements: Iterable[StockMoved], expected: Expected) -> dict
 
 
 SAFETY_CHECKS = (no_oversell, no_line_overshipped, lines_accounted, reserved_equals_open_holds, reservations_end_once,
-                 no_double_effect)
+                 no_double_effect, cancel_after_shipment_refused)
 
 
 # ---------------------------------------------------------------- from a namespace's topics and read model

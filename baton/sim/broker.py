@@ -31,6 +31,7 @@ class SimBroker:
         self.default_partitions = default_partitions
         self.logs: dict[TopicPartition, list[Record]] = {}
         self.appended = 0
+        self.all: list[Record] = []  # every record in the order it was appended (the log as time saw it)
 
     def partitions(self, topic: str) -> int:
         return self.partitions_of.get(topic, self.default_partitions)
@@ -43,6 +44,7 @@ class SimBroker:
         log = self.logs.setdefault((topic, part), [])
         record = Record(topic, part, len(log), key, value, at)
         log.append(record)
+        self.all.append(record)
         self.appended += 1
         return record
 

@@ -168,7 +168,22 @@ def generate(seed: int, size: Size = Size()) -> Workload:
     if size.faults:
         events += _faults(rng, [loc.id for loc in locations], size.horizon_s)
     events.sort(key=lambda e: e.at_s)
-    return Workload(locations, skus, stock, reject_all, tuple(events))
+    # Kinds of events added since: drawn from their own stream and listed after the first ones, so that the
+    # indices of a trace shrunk before (kept in the regression seeds) still name the same events.
+    later = _late_customers(random.Random(f"workload-late:{seed}"), events)
+    return Workload(locations, skus, stock, reject_all, tuple(events + sorted(later, key=lambda e: e.at_s)))
+
+
+def _late_customers(rng: random.Random, events: list[Event]) -> list[Event]:
+    """Customers who cancel once the parcel has left (the cancel must be refused), or come for a pickup after
+    its window lapsed."""
+    out: list[Event] = []
+    for placed in [e for e in events if isinstance(e, PlaceOrder)]:
+        if rng.random() < 0.2:
+            out.append(Cancel(round(placed.at_s + rng.uniform(20, 90), 2), placed.order.order_id))
+        if placed.order.delivery.mode != "ship" and rng.random() < 0.2:
+            out.append(Collect(round(placed.at_s + rng.uniform(100, 200), 2), placed.order.order_id))
+    return out
 
 
 def _locations(rng: random.Random) -> tuple[Location, ...]:

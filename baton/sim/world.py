@@ -20,6 +20,7 @@ import hashlib
 import logging
 import random
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +28,8 @@ from typing import Any, cast
 
 import structlog
 
+from baton.audit.checks import audit_records
+from baton.audit.log import LogRecord
 from baton.invariants import (
     RESERVATION_EVENTS,
     Expected,
@@ -64,7 +67,7 @@ from schemas.inventory import (
     StockMoved,
 )
 from schemas.network import LocationConfigured, RuleSetPublished
-from schemas.orders import OrderCancelRequested, PickupCollected
+from schemas.orders import OrderCancelled, OrderCancelRequested, OrderShipped, PickupCollected
 from schemas.topics import (
     CATALOG,
     INVENTORY_AVAILABILITY,
@@ -72,6 +75,7 @@ from schemas.topics import (
     INVENTORY_MOVEMENTS,
     INVENTORY_RESERVATIONS,
     NETWORK,
+    ORDERS_EVENTS,
     ORDERS_INBOUND,
     RULES,
     WMS_COMMANDS,
@@ -156,6 +160,8 @@ class FactsLog:
         self.reservations_topic = full_topic_name(settings, INVENTORY_RESERVATIONS)
         self.movements_topic = full_topic_name(settings, INVENTORY_MOVEMENTS)
         self.availability_topic = full_topic_name(settings, INVENTORY_AVAILABILITY)
+        self.order_events_topic = full_topic_name(settings, ORDERS_EVENTS)
+        self.order_events: list[Message] = []
         self.orders: dict[str, dict[str, Any]] = {}
         self.reservation_events: list[Message] = []
         self.movements: list[StockMoved] = []
@@ -164,10 +170,14 @@ class FactsLog:
 
     def record(self, topic: str, key: bytes, value: bytes | None) -> None:
         self.digest.update(topic.encode() + b"\0" + key + b"\0" + TIME_FIELD.sub(b"", value or b"") + b"\n")
-        if topic not in (self.reservations_topic, self.movements_topic, self.availability_topic):
+        if topic not in (self.reservations_topic, self.movements_topic, self.availability_topic,
+                         self.order_events_topic):
             return
         message = decode(value)[1]
-        if isinstance(message, AvailabilityChanged):
+        if topic == self.order_events_topic:
+            if isinstance(message, OrderShipped | OrderCancelled):
+                self.order_events.append(message)
+        elif isinstance(message, AvailabilityChanged):
             self.availability.append(message)
         elif isinstance(message, StockMoved):
             self.movements.append(message)
@@ -182,7 +192,7 @@ class FactsLog:
         orders = {oid: self.orders.get(oid) or {"status": "unknown", "lines": [], "shipments": []}
                   for oid in expected.order_ids}
         stock = latest_positions(self.availability, expected.skus)
-        return Facts(orders, stock, list(self.reservation_events), list(self.movements))
+        return Facts(orders, stock, list(self.reservation_events), list(self.movements), list(self.order_events))
 
 
 class World:
@@ -211,7 +221,7 @@ class World:
                                         random.Random(f"workers:{seed}:{loc}")) for loc in locations}
         for loc, sku, qty in workload.stock:
             self.workers[loc].physical[sku] = qty
-        self.pending: list[Event] = list(workload.events)
+        self.pending: list[Event] = sorted(workload.events, key=lambda e: e.at_s)  # stable: ties in list order
         self.kill_next: dict[str, float] = {}  # service -> seconds it stays down once killed in its next batch
         self.network_version = 1
         self.open_state = {loc.id: loc.open for loc in workload.locations}
@@ -305,6 +315,7 @@ class World:
             self.result.report = check_invariants(self.facts_log.facts(self.expected), self.expected)
             for violation in self.result.report.violations:
                 self.result.failures.append(f"{violation} (at quiescence)")
+            self.audit()
         if self.config.trace:
             for order_id, view in sorted(self.facts_log.orders.items()):
                 self.note(f"order {order_id}: {view['status']} lines {view['lines']}")
@@ -313,6 +324,19 @@ class World:
         self.result.sim_seconds = round(self.clock.elapsed_s, 3)
         self.result.digest = self.facts_log.digest.hexdigest()[:16]
         return self.result
+
+    def audit(self) -> None:
+        """``baton audit``'s record checks over the whole simulated log (every cause present, ids unique, each
+        order's story whole...): the same definitions as for a real namespace."""
+        prefix = f"{NAMESPACE}."
+        records = [LogRecord.parsed(r.topic.removeprefix(prefix), r.partition, r.offset, self.clock.ms(r.at), r.value)
+                   for r in self.broker.all]
+        with warnings.catch_warnings():  # the audit builds positions from raw documents: pydantic's warnings
+            warnings.simplefilter("ignore")
+            report = audit_records(records)
+        for violation in report.violations:
+            self.result.failures.append(f"audit {violation.check}: {violation.message} "
+                                        f"({violation.topic}/{violation.partition}@{violation.offset})")
 
     def set_up(self) -> None:
         for site in self.workload.locations:
