@@ -3,9 +3,10 @@
 
 ``BATON_WMS_CONFIG`` is JSON: one object for every node, or a list of objects each with a ``location``, e.g.
 ``[{"location": "WH-1", "layout": {"aisles": 20, "fast_aisles": 3}, "waves": {"max_orders": 50,
-"max_wait_s": 5}, "claim_ttl_s": 600, "retain_s": 3600}]``. Anything left out keeps the default for the
-location's kind. ``claim_ttl_s`` is the longest a claim may run; ``retain_s`` how long finished orders, tasks
-and deliveries stay in the node's state.
+"max_wait_s": 5}, "claim_ttl_s": 600, "retain_s": 3600, "returns": {"damaged": "repair"}}]``. Anything left
+out keeps the default for the location's kind. ``claim_ttl_s`` is the longest a claim may run; ``retain_s`` how
+long finished orders, tasks, deliveries and returns stay in the node's state; ``returns`` the disposition of
+damaged units (``refurbish`` or ``repair``) and defective ones (``scrap`` by default).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.wms_node.domain.layout import LayoutSpec
 from services.wms_node.domain.model import WaveRules
+from services.wms_node.domain.return_policy import ReturnsPolicy
 from services.wms_node.domain.work import NodeConfig
 from services.wms_node.janitor import DEFAULT_RETAIN_S
 
@@ -28,6 +30,7 @@ class ConfigRow(BaseModel):
     waves: WaveRules | None = None
     claim_ttl_s: float = Field(default=300.0, gt=0)
     retain_s: float = Field(default=DEFAULT_RETAIN_S, gt=0)
+    returns: ReturnsPolicy = ReturnsPolicy()
 
 
 def config_row(location: str, raw: str | None) -> ConfigRow:
@@ -41,4 +44,5 @@ def config_row(location: str, raw: str | None) -> ConfigRow:
 
 def node_config(location: str, raw: str | None, reject_all: bool = False) -> NodeConfig:
     row = config_row(location, raw)
-    return NodeConfig(layout=row.layout, waves=row.waves, claim_ttl_s=row.claim_ttl_s, reject_all=reject_all)
+    return NodeConfig(layout=row.layout, waves=row.waves, claim_ttl_s=row.claim_ttl_s, reject_all=reject_all,
+                      returns=row.returns)

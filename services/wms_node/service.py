@@ -61,9 +61,9 @@ ORDERS_PER_BUNDLE = 25  # a wave's work is split so that a bundle stays far belo
 def bundle_of(key: str) -> str:
     """Where an entity lives when nothing says otherwise: the site, the journal, the bin map and each SKU under
     their own key (every batch changes the site; a SKU is changed by many orders); an order, task or delivery
-    with the work it belongs to (task ids start with the id of their order or delivery)."""
+    with the work it belongs to (task ids start with the id of their order, delivery or return)."""
     kind, sep, name = key.partition(":")
-    if sep and kind in ("order", "task", "supply"):
+    if sep and kind in ("order", "task", "supply", "return"):
         return "work:" + name.split("/", 1)[0]
     return key
 
@@ -72,7 +72,7 @@ def home_of(key: str, entity: BaseModel, site: BaseModel | None) -> str:
     """The bundle an entity belongs in now. The work of a wave shares bundles: its orders are picked, packed
     and shipped together, so each step of twenty orders is one changelog record (or a few) instead of twenty.
     Accepted orders wait for their wave in one ``intake`` bundle (written with the site in each batch anyway);
-    an order finished without a wave (rejected, cancelled early) and a delivery have their own."""
+    an order finished without a wave (rejected, cancelled early), a delivery and a return have their own."""
     if isinstance(entity, Task) and entity.wave_id:
         return wave_bundle(entity.wave_id, entity.subject, site)
     if isinstance(entity, OrderWork):
@@ -122,7 +122,7 @@ def decode_bundle(raw: bytes) -> Bundle:
     return {key: entity_type(key).model_validate(doc) for key, doc in orjson.loads(raw).items()}
 
 
-# The node's entities (site, journal, bins, sku:…, order:…, task:…, supply:…), in bundles.
+# The node's entities (site, journal, bins, sku:…, order:…, task:…, supply:…, return:…), in bundles.
 ENTITIES = StoreSpec[Bundle]("entities", encode=encode_bundle, decode=decode_bundle)
 
 

@@ -8,11 +8,13 @@ Entities:
   ``order:{id}``      the fulfilment requests of one order at this location
   ``task:{id}``       one task: its lines, who holds it, whether it is done
   ``supply:{id}``     one delivery being received
+  ``return:{id}``     one customer return being received, inspected and put back or quarantined
 
 A message's *primary* entity (the order of a request, the task of a claim or confirmation, the delivery of a
-SupplyArrived, the journal for timer ticks and counts) records the message id, so a message delivered twice acts
-once. What a message sent is not kept: the engine commits the entities, the messages they caused and the input's
-offset in one transaction, so an entity that records a message as applied was committed with what it sent.
+SupplyArrived, the return of a ReceiveReturn, the journal for timer ticks and counts) records the message id, so
+a message delivered twice acts once. What a message sent is not kept: the engine commits the entities, the
+messages they caused and the input's offset in one transaction, so an entity that records a message as applied
+was committed with what it sent.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, PrivateAttr, field_validator
 
-from schemas.wms import DeliveryMode, ExpectedLine, FulfilmentLine, Parcel, TaskKind, TaskLine, TaskStatus
+from schemas.orders import ReturnCondition, ReturnLine, ReturnMethod
+from schemas.wms import (
+    DeliveryMode,
+    ExpectedLine,
+    FulfilmentLine,
+    Parcel,
+    ReturnedLine,
+    TaskKind,
+    TaskLine,
+    TaskStatus,
+)
 from services.wms_node.domain.layout import Layout, LayoutSpec
 
 RequestStage = Literal[
@@ -31,7 +43,7 @@ RequestStage = Literal[
     "shipped", "handed_over", "short", "cancelled", "rejected",
 ]
 FINISHED_STAGES = frozenset({"shipped", "handed_over", "short", "cancelled", "rejected"})
-TaskPurpose = Literal["order", "supply", "count", "restock"]
+TaskPurpose = Literal["order", "supply", "count", "restock", "return"]
 
 
 class Entity(BaseModel):
@@ -226,6 +238,23 @@ class Supply(Applied):
         return supply_key(self.supply_id)
 
 
+class ReturnWork(Applied):
+    """A customer return at this location: announced, inspected (``found``: units per condition and disposition),
+    its sellable units put away, then ``received``."""
+
+    return_id: str
+    order_id: str
+    lines: list[ReturnLine]
+    method: ReturnMethod = "mail"
+    declared: ReturnCondition | None = None
+    stage: Literal["receiving", "putting_away", "received"] = "receiving"
+    found: list[ReturnedLine] = []
+
+    @property
+    def key(self) -> str:
+        return return_key(self.return_id)
+
+
 def sku_key(sku: str) -> str:
     return f"sku:{sku}"
 
@@ -242,11 +271,15 @@ def supply_key(supply_id: str) -> str:
     return f"supply:{supply_id}"
 
 
-AnyEntity = Site | Journal | BinMap | SkuStock | OrderWork | Task | Supply
+def return_key(return_id: str) -> str:
+    return f"return:{return_id}"
+
+
+AnyEntity = Site | Journal | BinMap | SkuStock | OrderWork | Task | Supply | ReturnWork
 E = TypeVar("E", bound=BaseModel)
 KINDS: dict[str, type[BaseModel]] = {
     "site": Site, "journal": Journal, "bins": BinMap, "sku": SkuStock,
-    "order": OrderWork, "task": Task, "supply": Supply,
+    "order": OrderWork, "task": Task, "supply": Supply, "return": ReturnWork,
 }
 
 

@@ -16,6 +16,7 @@ from schemas.wms import (
     FulfilOrder,
     HandOver,
     NodeTick,
+    ReceiveReturn,
     ReleaseTask,
     RequestCount,
     SupplyArrived,
@@ -31,10 +32,12 @@ from services.wms_node.domain.model import (
     Unit,
     entity_type,
     order_key,
+    return_key,
     supply_key,
     task_key,
 )
 from services.wms_node.domain.receiving import Receiving
+from services.wms_node.domain.returns import Returns
 from services.wms_node.domain.stock import put_away_done
 from services.wms_node.domain.work import Context, NodeConfig
 
@@ -50,6 +53,8 @@ def primary_key(message: Message) -> str:
             return task_key(message.task_id)
         case SupplyArrived():
             return supply_key(message.supply_id)
+        case ReceiveReturn():
+            return return_key(message.return_id)
         case NodeTick() | RequestCount():
             return "journal"
     raise ValueError(f"the WMS node does not handle {message.event_type}")
@@ -60,7 +65,7 @@ def skus_of(message: Message) -> set[str]:
     match message:
         case FulfilOrder():
             return {ln.sku for ln in message.lines}
-        case SupplyArrived():
+        case SupplyArrived() | ReceiveReturn():
             return {ln.sku for ln in message.lines}
         case ConfirmTask():
             return {ln.sku for ln in message.counted}
@@ -89,7 +94,7 @@ class Node:
         return run.emits
 
 
-class Run(Fulfilment, Receiving, Counting):
+class Run(Fulfilment, Receiving, Returns, Counting):
     def dispatch(self, message: Message) -> None:
         match message:
             case FulfilOrder():
@@ -106,6 +111,8 @@ class Run(Fulfilment, Receiving, Counting):
                 self.hand_over(message)
             case SupplyArrived():
                 self.arrived(message)
+            case ReceiveReturn():
+                self.return_arrived(message)
             case RequestCount():
                 self.request_count(message)
             case NodeTick():
@@ -143,6 +150,10 @@ class Run(Fulfilment, Receiving, Counting):
                 self.put_away(task, confirm)
             case ("restock", "put_away"):
                 self.restocked(task)
+            case ("return", "receive_return"):
+                self.return_inspected(task, confirm)
+            case ("return", "put_away"):
+                self.return_put_away(task)
             case ("count", "count"):
                 self.count_done(task, confirm)
 

@@ -27,6 +27,7 @@ from services.wms_node.domain.model import (
     supply_key,
     task_key,
 )
+from services.wms_node.domain.return_policy import ReturnsPolicy
 from services.wms_node.domain.stock import place, plan_put_away
 
 DEFAULT_WEIGHT_G = 500
@@ -51,12 +52,14 @@ class SiteInfo:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """How this node is set up: layout and wave rules (None: the default for the location's kind)."""
+    """How this node is set up: layout and wave rules (None: the default for the location's kind), and where
+    returned units go."""
 
     layout: LayoutSpec | None = None
     waves: WaveRules | None = None
     claim_ttl_s: float = 300.0
     reject_all: bool = False
+    returns: ReturnsPolicy = field(default_factory=ReturnsPolicy)
 
 
 STORE_WAVES = WaveRules(max_orders=1, max_wait_s=0.0)

@@ -3,8 +3,9 @@
 
 - ``short_pick: [{sku, qty}]``: the pickers find ``qty`` fewer units of that SKU than asked, once;
 - ``reject_all: true``: the location refuses every request (decided by the node when it accepts);
-- ``short_receive: [{sku, qty}]`` / ``damaged: [{sku, qty}]``: at receiving, the counters find ``qty`` fewer
-  units than announced / ``qty`` damaged units, once per SKU;
+- ``short_receive: [{sku, qty}]`` / ``damaged: [{sku, qty}]``: at receiving (a delivery or a customer return),
+  the counters find ``qty`` fewer units than announced / ``qty`` damaged units, once per SKU; a return they
+  count nothing odd in is confirmed as it is (the node takes it in the condition the customer declared);
 - ``pace_s``: seconds each simulated worker takes per task (default 0: at once).
 """
 
@@ -69,7 +70,7 @@ class AutoWorker:
         counted: list[CountedLine] = []
         if task.kind == "pick":
             missing = self._short_picks(task)
-        elif task.kind == "receive":
+        elif task.kind in ("receive", "receive_return"):
             counted = self._receive_counts(task)
         return ConfirmTask(task_id=task.task_id, order_id=task.order_id, request_id=task.request_id,
                            location=self.location, worker=self.name, missing=missing, counted=counted)
