@@ -142,6 +142,7 @@ def confirm(
     missing: list[str] = typer.Option([], "--missing", help="Pick: SKU=N units you could not find (repeatable)."),
     counted: list[str] = typer.Option([], "--counted", help="Receive: SKU=N received; count: SKU@BIN=N found."),
     damaged: list[str] = typer.Option([], "--damaged", help="Receive: SKU=N of the received units are damaged."),
+    defective: list[str] = typer.Option([], "--defective", help="Return: SKU=N of the returned units are defective."),
     namespace: str | None = NamespaceOpt,
     timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
@@ -151,7 +152,8 @@ def confirm(
     task = _open_task(settings, location, task_id)
     try:
         short = {sku: n for sku, _, n in parse_pairs(missing, "--missing")}
-        lines = _counted_lines(task, parse_pairs(counted, "--counted"), parse_pairs(damaged, "--damaged"))
+        lines = _counted_lines(task, parse_pairs(counted, "--counted"), parse_pairs(damaged, "--damaged"),
+                               parse_pairs(defective, "--defective"))
         command = confirm_command(task, location, worker or getpass.getuser(), missing=short, counted=lines)
     except ValueError as exc:
         err.print(f"[red]invalid[/red]: {exc}")
@@ -159,18 +161,20 @@ def confirm(
     _decide(settings, location, command, timeout, as_json)
 
 
-def _counted_lines(task: dict[str, Any], counted: list[tuple[str, str, int]],
-                   damaged: list[tuple[str, str, int]]) -> list[CountedLine]:
+def _counted_lines(task: dict[str, Any], counted: list[tuple[str, str, int]], damaged: list[tuple[str, str, int]],
+                   defective: list[tuple[str, str, int]]) -> list[CountedLine]:
     found: dict[tuple[str, str], list[int]] = {}
     for sku, bin_id, n in counted:
-        found.setdefault((sku, bin_id), [0, 0])[0] += n
-    for sku, bin_id, n in damaged:
-        row = found.get((sku, bin_id))
-        if row is None:  # damaged without a count: the rest arrived as announced
-            announced = sum(ln["qty"] for ln in task["lines"] if ln["sku"] == sku)
-            row = found.setdefault((sku, bin_id), [announced, 0])
-        row[1] += n
-    return [CountedLine(sku=sku, bin=bin_id, qty=q, damaged=d) for (sku, bin_id), (q, d) in found.items()]
+        found.setdefault((sku, bin_id), [0, 0, 0])[0] += n
+    for column, faults in ((1, damaged), (2, defective)):
+        for sku, bin_id, n in faults:
+            row = found.get((sku, bin_id))
+            if row is None:  # damaged or defective without a count: the rest arrived as announced
+                announced = sum(ln["qty"] for ln in task["lines"] if ln["sku"] == sku)
+                row = found.setdefault((sku, bin_id), [announced, 0, 0])
+            row[column] += n
+    return [CountedLine(sku=sku, bin=bin_id, qty=q, damaged=d, defective=x)
+            for (sku, bin_id), (q, d, x) in found.items()]
 
 
 def _open_task(settings: Settings, location: str, task_id: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ the node's decision (handed over once the batch that decided it committed). Noth
   GET  /wms/tasks                               open and claimed tasks
   POST /wms/tasks/claim    {task_id, worker, ttl_s?}
   POST /wms/tasks/release  {task_id, worker}
-  POST /wms/tasks/confirm  {task_id, worker, missing?: {SKU: n}, counted?: [{sku, qty, damaged?, bin?}]}
+  POST /wms/tasks/confirm  {task_id, worker, missing?: {SKU: n}, counted?: [{sku, qty, damaged?, defective?, bin?}]}
   GET  /wms/bins                                stock per SKU and bin
   GET  /wms/slotting                            the demand-aware slotting proposal
 """
