@@ -4,7 +4,7 @@ Two kinds of checks, each violation naming the record (topic, partition, offset)
 - record checks, in one pass over the log: every record a CloudEvent, an id never reused for other content,
   every cause present, each reservation answered and held once, each movement continuing its position's
   on-hand chain, no line shipped beyond ordered, each order's story whole (accepted, every reservation
-  answered, every request answered, what shipped consumed, nothing held once the order closed), refunds
+  answered, every request answered, what shipped taken off the ledger, nothing held once the order closed), refunds
   within what was paid;
 - the invariants of ``baton.invariants`` (the one definition, shared with the scenario runner and the bench)
   over the facts the log tells: the orders (their last status, and the parcels the WMS shipped), the positions
@@ -121,7 +121,6 @@ class _OrderStory:
     refunds: list[tuple[LogRecord, float]] = field(default_factory=list)
     decisions: set[str] = field(default_factory=set)  # the types of the orchestrator's events about it
     last_ms: int = 0  # the time of its latest record
-    consumed: list[dict[str, Any]] = field(default_factory=list)  # what the ledger consumed for it, once each
     returns: int = 0
 
     @property
@@ -173,6 +172,7 @@ class LogAudit:
         self.events = 0
         self.in_flight: set[str] = set()
         self.refund_keys: dict[str, LogRecord] = {}
+        self.shipped_by_cause: dict[str, dict[str, dict[str, Any]]] = {}  # reservation -> its shipped movements
 
     # --------------------------------------------------------------------------------------------- running
 
@@ -352,8 +352,6 @@ class LogAudit:
         first = self.ends.get(rid)
         if first is None:
             self.ends[rid] = record
-            if record.type == CONSUMED:
-                self._story(record).consumed.append(record.data)
         elif first.id != record.id:
             self._flag("ended_once", record, f"reservation {rid} ended again ({record.type.split('.')[1]}; "
                                              f"first {first.type.split('.')[1]} at {first.where})",
@@ -382,6 +380,8 @@ class LogAudit:
         if moved is None:
             return
         self.movements.append(moved)
+        if data.get("kind") == "shipped":
+            self.shipped_by_cause.setdefault(str(data.get("cause_id")), {})[str(data.get("movement_id"))] = data
         if str(data.get("cause_id")) not in self.command_ids:
             self._flag("movement_cause", record, f"{key[1]}@{key[0]}: {data.get('kind')} {data.get('delta')} caused by "
                                                  f"{data.get('cause_id')}, which no ledger command names",
@@ -447,9 +447,10 @@ class LogAudit:
         for parcel in story.parcels.values() if order_id not in self.in_flight else ():
             for line in parcel.data.get("lines", []):
                 rid = str(line.get("reservation_id"))
-                if self.ends.get(rid) is None or self.ends[rid].type != CONSUMED:
-                    self._flag("story", parcel, f"{order_id}: parcel shipped reservation {rid}, which the ledger "
-                                                "never consumed", order_id)
+                consumed = rid in self.ends and self.ends[rid].type == CONSUMED
+                if not consumed and rid not in self.shipped_by_cause:  # a late shipment of an ended hold moves stock
+                    self._flag("story", parcel, f"{order_id}: parcel shipped reservation {rid}, but the ledger never "
+                                                "took its units off (no consumption, no shipped movement)", order_id)
         last = story.last_status
         if last is not None and story.status in TERMINAL_STATUSES:
             for rid in sorted(story.reservations):
@@ -481,7 +482,8 @@ class LogAudit:
 
     def _invariants(self) -> tuple[Check, ...]:
         placed = {oid: s for oid, s in self.stories.items() if s.placed is not None and self.window.holds(s.placed)}
-        orders = {oid: _order_view(story, oid in self.in_flight) for oid, story in placed.items()}
+        orders = {oid: _order_view(story, self._moved_for(story) if oid in self.in_flight else None)
+                  for oid, story in placed.items()}
         constructed = (self._construct(AvailabilityChanged, r) for r in self.availability.values())
         changes = [change for change in constructed if change is not None]
         facts = Facts(orders, latest_positions(changes), self.reservation_events, self.movements)
@@ -495,6 +497,11 @@ class LogAudit:
                     self.violations.append(Violation(f"invariant:{check.name}", record.topic, record.partition,
                                                      record.offset, message, culprit))
         return checks
+
+    def _moved_for(self, story: _OrderStory) -> list[dict[str, Any]]:
+        """What the ledger shipped for an order's reservations, as shipments (one per movement)."""
+        return [{"location": m.get("location"), "lines": [{"sku": m.get("sku"), "qty": -int(m.get("delta", 0))}]}
+                for rid in sorted(story.reservations) for m in self.shipped_by_cause.get(rid, {}).values()]
 
     def _in_flight(self) -> set[str]:
         """Open orders whose latest record is within ``in_flight_ms`` of the end of the log (or of ``--to``)."""
@@ -545,18 +552,16 @@ def _same_hold(first: dict[str, Any], again: dict[str, Any]) -> bool:
     return all(first.get(k) == again.get(k) for k in ("location", "sku", "qty", "against_supply", "eta"))
 
 
-def _order_view(story: _OrderStory, in_flight: bool) -> dict[str, Any]:
+def _order_view(story: _OrderStory, moved: list[dict[str, Any]] | None) -> dict[str, Any]:
     """An order as the log tells it: its last status (lines, shipments and hand-overs), and every parcel the
     WMS shipped (a parcel the order never heard of counts too). An order in flight has shipped, as far as stock
-    goes, what the ledger consumed so far (a parcel's consumption may still be on its way)."""
+    goes, what the ledger took off for it so far (``moved``: a parcel's consumption may still be on its way)."""
     last = story.last_status
     lines = list(last.data.get("lines", [])) if last else [
         {"sku": sku, "ordered": qty, "shipped": 0, "cancelled": 0, "open": qty} for sku, qty in story.ordered().items()
     ]
-    if in_flight:
-        consumed = [{"location": c.get("location"), "lines": [{"sku": c.get("sku"), "qty": c.get("qty", 0)}]}
-                    for c in story.consumed]
-        return {"status": story.status, "lines": lines, "shipments": consumed}
+    if moved is not None:
+        return {"status": story.status, "lines": lines, "shipments": moved}
     shipments = list(last.data.get("shipments", [])) if last else []
     known = {s.get("tracking") for s in shipments}
     shipments += [{"location": p.data.get("location"), "tracking": p.data.get("tracking"),
