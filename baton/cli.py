@@ -10,6 +10,7 @@ from baton.demo import demo_command
 from baton.explain_cli import explain_command
 from baton.network_cli import network_app, rules_app
 from baton.orders_cli import orders_app
+from baton.returns_cli import returns_app
 from baton.run_cli import run_app
 from baton.scenario.cli import scenario_app
 from baton.sim.cli import sim_command
@@ -29,6 +30,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(run_app, name="run")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(orders_app, name="orders")
+app.add_typer(returns_app, name="returns")
 app.add_typer(stock_app, name="stock")
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)

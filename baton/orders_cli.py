@@ -88,7 +88,7 @@ def show(
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         return
     _print_view(order_id, view)
-    console.print(_timeline_table(order_id, timeline))
+    console.print(timeline_table(order_id, timeline))
 
 
 async def _gather(settings: Settings, order_id: str) -> tuple[dict[str, Any] | None, list[TimelineEntry]]:
@@ -244,7 +244,8 @@ def _detail(data: dict[str, Any]) -> str:
     parts = []
     if "status" in data:
         parts.append(f"{data.get('previous') or '∅'} → {data['status']}")
-    for key in ("kind", "sku", "qty", "delta", "location", "available", "tracking", "reason"):
+    for key in ("return_id", "kind", "sku", "qty", "delta", "location", "destination", "available", "tracking",
+                "amount", "attempt", "idempotency_key", "reason"):
         if data.get(key) is not None:
             parts.append(f"{key}={data[key]}")
     if data.get("allocations"):
@@ -299,9 +300,28 @@ def _print_view(order_id: str, view: dict[str, Any] | None) -> None:
             shipments.add_row(s["location"], s.get("parcel_id", ""), s.get("carrier", ""), s["tracking"],
                               ", ".join(f"{line['sku']} x{line['qty']}" for line in s["lines"]))
         console.print(shipments)
+    _print_returns(view)
 
 
-def _timeline_table(order_id: str, timeline: list[TimelineEntry]) -> Table:
+def _print_returns(view: dict[str, Any]) -> None:
+    if view.get("returns"):
+        returns = Table("return", "status", "method", "destination", "asked", "received", "disposition", "reason",
+                        title="Returns")
+        for case in view["returns"]:
+            returns.add_row(case["return_id"], case["status"], case.get("method", ""), case.get("destination") or "",
+                            ", ".join(f"{ln['sku']} x{ln['qty']}" for ln in case.get("lines", [])),
+                            ", ".join(f"{ln['sku']} x{ln['qty']} {ln['condition']}" for ln in case.get("received", [])),
+                            case.get("disposition") or "", case.get("reason") or "")
+        console.print(returns)
+    if view.get("refunds"):
+        refunds = Table("return", "amount", "status", "attempts", "idempotency key", title="Refunds")
+        for refund in view["refunds"]:
+            refunds.add_row(refund["return_id"], f"{refund['amount']:.2f} {refund.get('currency', '')}",
+                            refund["status"], str(refund.get("attempts", 1)), refund["idempotency_key"])
+        console.print(refunds)
+
+
+def timeline_table(order_id: str, timeline: list[TimelineEntry]) -> Table:
     table = Table("time", "topic", "type", "event", "caused by", "detail", title=f"Timeline of {order_id}")
     for entry in timeline:
         cause = "" if not entry.causationid else entry.causationid[:SHORT]

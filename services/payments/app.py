@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from schemas.base import Message
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, derived_id
 from schemas.payments import RefundRequested
 from schemas.topics import PAYMENTS_COMMANDS, PAYMENTS_EVENTS
 from services.payments.domain.provider import COUNTER_KEY, KeyRecord, answer
@@ -52,7 +52,7 @@ class PaymentAdapter(StreamService):
                                 self.fail_first)
         keys.put(message.idempotency_key, outcome.model_dump())
         keys.put(COUNTER_KEY, answered + 1)
-        emit = Emit.to(PAYMENTS_EVENTS, message.order_id, reply, f"{envelope.id}:answer")
+        emit = Emit.to(PAYMENTS_EVENTS, message.order_id, reply, derived_id(envelope.id, "answer"))
         ctx.send([emit], correlationid=envelope.correlationid or message.order_id, causationid=envelope.id)
         log.info("refund_answered", key=message.idempotency_key, outcome=type(reply).__name__,
                  amount=message.amount, attempt=message.attempt)
