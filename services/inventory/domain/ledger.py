@@ -519,8 +519,10 @@ class SkuLedger(BaseModel):
         return self._moved(location, kind, delta, position.on_hand, cause_id)
 
     def _moved(self, location: str, kind: MovementKind, delta: int, on_hand_after: int, cause_id: str) -> Emit:
+        # a return's restock is caused by the return, which may bring back several SKUs: the SKU tells them apart
+        scope = (self.sku,) if kind == "restocked" else ()
         moved = StockMoved(
-            movement_id=derived_id(cause_id, kind, location),
+            movement_id=derived_id(cause_id, kind, location, *scope),
             sku=self.sku,
             location=location,
             kind=kind,
