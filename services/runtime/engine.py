@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import time
 import traceback
@@ -141,12 +142,28 @@ class EngineStats:
     commit_seconds: float = 0.0
     pickup_lag_ms: list[float] = field(default_factory=list, repr=False)
     phase_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # send, offsets, delivery, end
+    # the garbage collector's pauses (every batch of every task waits for them): full (oldest generation) ones
+    # scan every object the stores keep decoded
+    gc_pauses: list[int] = field(default_factory=lambda: [0, 0, 0])  # per generation
+    gc_seconds: float = 0.0
+    gc_longest_ms: float = 0.0
+    _gc_started: float = field(default=0.0, repr=False)
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """A ``gc.callbacks`` hook: time each collection."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_started
+        self.gc_pauses[info["generation"]] += 1
+        self.gc_seconds += took
+        self.gc_longest_ms = max(self.gc_longest_ms, took * 1000)
 
     def summary(self) -> dict[str, Any]:
         """The counters, and the pickup lag's percentiles over the batches since the last summary."""
         lags = sorted(self.pickup_lag_ms)
         self.pickup_lag_ms.clear()
-        figures: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "pickup_lag_ms"}
+        figures: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k not in ("pickup_lag_ms", "_gc_started")}
         if lags:
             figures["pickup_lag_ms_p50_p99_max"] = [round(lags[len(lags) // 2]), round(lags[int(len(lags) * 0.99)]),
                                                     round(lags[-1])]
@@ -225,6 +242,7 @@ class Engine:
 
     # --- life cycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
+        gc.callbacks.append(self.stats.on_gc)
         await self._ensure_changelogs()
         self._after_worker = asyncio.create_task(self._run_after_commit())
         self.consumer = AIOKafkaConsumer(
@@ -307,6 +325,8 @@ class Engine:
                 await asyncio.wait_for(self._after_worker, timeout=10)
             except TimeoutError:
                 log.warning("after_commit_unfinished")
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self.stats.on_gc)
         log.info("engine_stopped", **self.stats.summary())
 
     async def _ensure_changelogs(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import cProfile
 import dataclasses
+import gc
 import os
 import signal
 import time
@@ -27,6 +28,8 @@ from services.runtime.settings import Settings
 
 log = get_logger(__name__)
 HEARTBEAT_INTERVAL_S = 2.0
+GC_FREEZE_EVERY_S = 5.0
+GC_THAW_EVERY_S = 600.0
 
 
 async def serve(
@@ -47,16 +50,39 @@ async def serve(
     await engine.start()
     read_model = ReadModel(settings.redis_url, settings.namespace)
     beat = asyncio.create_task(_heartbeat(read_model, heartbeat_name or service.name, engine.started))
+    collector = asyncio.create_task(keep_gc_pauses_short())
     runner = await _start_web(web, port) if web is not None else None
     try:
         await engine.run()
     finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
+        for background in (beat, collector):
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
         if runner is not None:
             await runner.cleanup()
         await read_model.close()
+
+
+async def keep_gc_pauses_short(
+    freeze_every_s: float = GC_FREEZE_EVERY_S, thaw_every_s: float = GC_THAW_EVERY_S
+) -> None:
+    """Python's full collections scan every object alive, and a service keeps thousands of decoded states in its
+    stores: the orchestrator paused for up to 0.8 s (2.7 s of collections in a 30 s run of 2,000 orders), which
+    every batch of every task waited out. So every few seconds what survived a young collection is moved out of
+    the collector's sight (``gc.freeze``, no copy): full collections then scan only what came since. Cyclic
+    garbage among frozen objects is reclaimed when they are thawed and collected, every ten minutes (one full
+    pause then, instead of one every few seconds)."""
+    gc.freeze()  # what the imports and the start-up built lives as long as the process
+    thawed = time.monotonic()
+    while True:
+        await asyncio.sleep(freeze_every_s)
+        if time.monotonic() - thawed >= thaw_every_s:
+            gc.unfreeze()
+            gc.collect()
+            thawed = time.monotonic()
+        gc.collect(1)  # the young generations' garbage first: what is frozen is never collected while frozen
+        gc.freeze()
 
 
 def run_service(
