@@ -8,6 +8,8 @@ payment adapter whose first answer is a failure (retried with the same key: one 
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,10 @@ import pytest
 
 from baton.scenario.model import load_scenario
 from baton.scenario.runner import RunOptions, run_scenario
+from schemas.topics import PAYMENTS_COMMANDS, PAYMENTS_EVENTS
+from services.runtime.replay import read_topic
 from services.runtime.settings import Settings
+from services.runtime.topicnames import full_topic_name
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -74,3 +79,36 @@ def test_returns_are_authorised_routed_received_and_refunded_once(settings: Sett
     assert stock["WH-RET"]["MUG-1"]["on_hand"] == 0 and stock["WH-RET"]["MUG-1"]["available"] == 0  # quarantined
     assert stock["WH-RET"]["CAP-1"]["on_hand"] == 2
     assert stock["WH-PAR"]["TEE-M"]["on_hand"] == 20 - 6 - 1  # six units sold, one replacement
+
+
+def test_returns_refunded_once_with_one_key_while_services_are_killed(settings: Settings) -> None:
+    outcome = run_scenario(load_scenario(SCENARIOS / "returns_kills.yaml"), settings,
+                           RunOptions(namespace=settings.namespace, timeout_s=240))
+    result = outcome.result
+    assert outcome.exit_code == 0 and result["completed"], result
+    assert result["dead_letters"] == 0 and result["invariants"]["ok"], result["invariants"]
+    assert [k["service"] for k in result["kills"]] == ["orchestrator", "payments", "wms:ST-PAR", "inventory"]
+    full = {"R-K3", "R-K6"}  # every unit back: the shipping too
+    for i in range(1, 9):
+        order = result["orders"][f"O-K{i}"]
+        case = _one_return(order)
+        assert case["status"] == "refunded", (i, case)
+        expected = 2 * 19.90 + 9.50 + 3.00 if case["return_id"] in full else 19.90
+        assert [(r["return_id"], r["amount"], r["status"]) for r in order["refunds"]] == [
+            (f"R-K{i}", round(expected, 2), "succeeded")]
+
+    requests, answers = asyncio.run(_payments_log(settings))
+    keys_per_return: dict[str, set[str]] = defaultdict(set)
+    for data in requests:
+        keys_per_return[data["return_id"]].add(data["idempotency_key"])
+    assert all(len(keys) == 1 for keys in keys_per_return.values()), keys_per_return  # never a new key
+    paid_out = Counter(d["idempotency_key"] for t, d in answers if "succeeded" in t and not d["duplicate"])
+    assert sorted(paid_out.values()) == [1] * 8  # each return's key paid exactly once
+    assert sum(1 for t, _ in answers if "failed" in t) == 2
+
+
+async def _payments_log(settings: Settings) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+    commands = await read_topic(settings, full_topic_name(settings, PAYMENTS_COMMANDS))
+    events = await read_topic(settings, full_topic_name(settings, PAYMENTS_EVENTS))
+    return ([env.data for env, _ in commands if env is not None],
+            [(env.type, env.data) for env, _ in events if env is not None])
