@@ -136,7 +136,7 @@ def check_invariants(facts: Facts, expected: Expected | None = None) -> Invarian
     checks: list[Callable[[Facts, Expected], Check]] = [
         every_order_settled, no_oversell, no_line_overshipped, lines_accounted, reserved_equals_open_holds,
         reservations_ended, reservations_end_once, shipped_once, no_double_effect, stock_conserved,
-        cancel_after_shipment_refused,
+        cancel_after_shipment_refused, shipped_never_cancelled,
     ]
     return InvariantReport(tuple(check(facts, expected) for check in checks))
 
@@ -195,6 +195,19 @@ def cancel_after_shipment_refused(facts: Facts, expected: Expected) -> Check:
             broken.append((event.order_id, f"cancel after shipment: {event.order_id} cancelled ({event.reason}) "
                                            "after a parcel of it shipped"))
     return _check("cancel_after_shipment", title, broken)
+
+
+def shipped_never_cancelled(facts: Facts, expected: Expected) -> Check:
+    """An order a parcel of which left is not cancelled or rejected: the shipment wins (a parcel on its way when
+    a cancel came is shipped, not cancelled), and its status says so. (A store pickup shipped to the store and
+    never collected does expire.)"""
+    broken = [
+        (order_id, f"cancelled yet shipped: {order_id} is {order['status']} but shipped "
+                   f"{sum(line.get('shipped', 0) for line in order.get('lines', []))} units")
+        for order_id, order in sorted(facts.orders.items())
+        if order.get("status") in ("cancelled", "rejected") and order.get("shipments")
+    ]
+    return _check("shipped_never_cancelled", "no order that shipped is cancelled or rejected", broken)
 
 
 def no_line_overshipped(facts: Facts, expected: Expected) -> Check:

@@ -25,9 +25,19 @@ REGRESSION_SEEDS: dict[int, tuple[list[int] | None, str]] = {
     2: ([2, 4], "a pick short of every unit at the only location left the order in_fulfilment"),
     56: ([1, 3, 5, 6], "a short pick on one order of several at a location left another order in_fulfilment"),
     216: ([4], "a request rejected by the only location holding the SKU left the order allocated"),
+    271: (None, "a location that rejected the order was chosen again as a backorder source, for ever"),
     78: ([0, 2, 3, 4, 5, 6, 7], "a count confirmed after a receipt lowered a hold being picked"),
     369: ([0, 2], "a partly shipped order waiting on supply was taken for a stuck one (the settled check)"),
 }
+
+# Seeds of bugs found and not fixed yet (reported on issue 10): they must fail until the fix lands, then move up.
+OPEN_BUG_SEEDS: dict[int, tuple[list[int] | None, str]] = {
+    5966: ([0, 1, 2], "a cancel racing the ship confirmation: the parcel ships anyway (the ledger takes its units "
+                      "off as a late shipment) but the order stays cancelled with 2 of 2 shipped"),
+    6183: ([0, 1, 2, 3], "the same, after an inventory restart: cancelled with 1 of 1 shipped"),
+}
+# The violations of those open bugs, tolerated in the suite's range until their fix lands (then emptied).
+OPEN_BUG_KINDS = {"cancelled yet shipped"}
 
 
 def test_a_seed_replays_identically() -> None:
@@ -48,14 +58,24 @@ def test_a_seed_that_found_a_bug_holds_every_invariant(seed: int) -> None:
         assert result.ok, f"seed {seed} ({found}), events {events}: {result.failures[:3]}"
 
 
+@pytest.mark.parametrize("seed", sorted(OPEN_BUG_SEEDS))
+def test_a_seed_of_an_open_bug_still_fails_until_its_fix(seed: int) -> None:
+    keep, found = OPEN_BUG_SEEDS[seed]
+    result = run_seed(seed, keep=keep)
+    if result.ok:
+        pytest.xfail(f"seed {seed} passes now ({found}): move it to REGRESSION_SEEDS")
+    assert result.kind in OPEN_BUG_KINDS, result.failures[:3]
+
+
 def test_the_suite_seeds_hold_every_invariant() -> None:
-    failed = run_seeds(range(1000, 1000 + SUITE_SEEDS))
+    failed = [r for r in run_seeds(range(1000, 1000 + SUITE_SEEDS)) if r.kind not in OPEN_BUG_KINDS]
     assert not failed, "\n".join(f"seed {r.seed}: {r.failures[0]}" for r in failed[:10])
 
 
 def test_a_ledger_that_never_refuses_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Position, "available", property(lambda self: 1_000_000))  # every reservation fits
-    caught = next((r for seed in range(1000, 1000 + SUITE_SEEDS) if not (r := run_seed(seed)).ok), None)
+    caught = next((r for seed in range(1000, 1000 + SUITE_SEEDS)
+                   if not (r := run_seed(seed)).ok and r.kind not in OPEN_BUG_KINDS), None)
     assert caught is not None, "a ledger that never refuses went unnoticed"
     assert caught.kind in ("no oversell", "holds")
     shrunk = shrink(generate(caught.seed), caught.seed, caught.kind)
