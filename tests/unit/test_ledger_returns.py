@@ -102,3 +102,12 @@ def test_a_rebuild_from_the_commands_restocks_once() -> None:
     ]
     rebuilt = rebuild(commands)[SKU]
     assert rebuilt.positions[STORE].on_hand == 3
+
+
+def test_a_return_of_two_skus_makes_two_movements_with_their_own_ids() -> None:
+    tees, mugs = SkuLedger(sku=SKU), SkuLedger(sku="MUG-1")
+    [tee] = moved(tees.apply(restock(qty=1), "cmd-1"))
+    [mug] = moved(mugs.apply(ReceiveStock(receipt_id=f"{STORE}:R-1:MUG-1", sku="MUG-1", location=STORE, qty=1,
+                                          return_id="R-1"), "cmd-2"))
+    assert tee.cause_id == mug.cause_id == "R-1"
+    assert tee.movement_id != mug.movement_id
