@@ -176,3 +176,16 @@ def test_a_run_with_every_service_killed_audits_clean_and_replays_the_same(setti
     assert report["orders"] == 40
     replays = _json(_baton(settings, "replay", "decision", "--all", "--json"))
     assert replays["agree"] == 40, replays["disagree"]
+
+
+def test_a_run_with_returns_and_refunds_audits_clean(settings: Settings) -> None:
+    """Returns in store and by mail, restocks, refunds (one failing first, retried with its key), an exchange:
+    every refund paid once per key and within what was paid, every restock caused by its return."""
+    done = _baton(settings, "scenario", "run", str(SCENARIOS / "returns.yaml"), "--json")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    audit = _baton(settings, "audit", "--json")
+    report = _json(audit)
+    assert audit.returncode == 0, report["violations"]
+    assert report["returns"] > 0 and report["refunds"] > 0
+    replays = _json(_baton(settings, "replay", "decision", "--all", "--json"))
+    assert replays["agree"] == replays["orders"], replays["disagree"]
