@@ -170,3 +170,12 @@ def test_simulated_workers_find_damaged_and_short_returns_once_per_sku() -> None
         ("MUG-1", "sellable", 1), ("TEE-M", "damaged", 1), ("TEE-M", "sellable", 1)]
     again = one_task(n.send(announce("R-2", ("TEE-M", 1))))
     assert worker.confirm(again).counted == []  # once per SKU: the next return is as declared
+
+
+def test_the_cli_reports_damaged_and_defective_units_of_a_return() -> None:
+    from baton.wms_cli import _counted_lines
+
+    task = {"lines": [{"sku": "TEE-M", "qty": 3}, {"sku": "MUG-1", "qty": 1}]}
+    lines = _counted_lines(task, [("MUG-1", "", 0)], [("TEE-M", "", 1)], [("TEE-M", "", 1)])
+    assert sorted((ln.sku, ln.qty, ln.damaged, ln.defective) for ln in lines) == [("MUG-1", 0, 0, 0),
+                                                                                   ("TEE-M", 3, 1, 1)]
