@@ -75,6 +75,7 @@ def print_summary(result: dict[str, Any]) -> None:
         for location, count in sorted(shipments.items()):
             per_location.add_row(location, str(count))
         console.print(per_location)
+    _print_returns(console, result)
     stock = Table("location", "sku", "on hand", "reserved", "available", "incoming", title="Stock")
     for location, skus in sorted(result["stock"].items()):
         for sku, pos in sorted(skus.items()):
@@ -83,3 +84,20 @@ def print_summary(result: dict[str, Any]) -> None:
     inv = result["invariants"]
     console.print(f"dead letters: {result['dead_letters']}   invariants: "
                   + ("[green]ok[/green]" if inv["ok"] else "[red]" + "; ".join(inv["violations"]) + "[/red]"))
+
+
+def _print_returns(console: Console, result: dict[str, Any]) -> None:
+    """Each return: where it went, what became of it, and the refund paid for it."""
+    rows = []
+    for order_id, order in sorted(result["orders"].items()):
+        paid = {r["return_id"]: r for r in order.get("refunds", [])}
+        for case in order.get("returns", []):
+            refund = paid.get(case["return_id"])
+            rows.append((case["return_id"], order_id, case["status"], case.get("destination") or "-",
+                         case.get("disposition") or "-",
+                         f"{refund['amount']:.2f} ({refund['status']})" if refund else "-"))
+    if rows:
+        table = Table("return", "order", "status", "destination", "disposition", "refund", title="Returns")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
