@@ -299,3 +299,13 @@ def test_an_exchange_of_a_short_return_replaces_only_what_came() -> None:
     story.ask(lines={"X": 2}, exchange=[ReturnLine(sku="X", qty=2)])
     received = story.receive("R-1", ("X", 1, "sellable", "restock"))
     assert [ln.qty for ln in of(received, OrderPlaced)[0].lines] == [1]  # type: ignore[attr-defined]
+
+
+def test_an_order_stored_before_returns_were_built_reads_back_with_its_recorded_return() -> None:
+    story = Story(X=1)
+    stored = story.st.model_dump(mode="json")
+    stored["returns"] = [{"return_id": "R-OLD", "status": "requested", "destination": None, "disposition": None,
+                          "lines": [{"sku": "X", "qty": 1}], "method": "mail", "reason": "too_small"}]
+    state = OrderState.model_validate(stored)
+    assert [(r.return_id, r.status, r.requested_units()) for r in state.returns] == [("R-OLD", "requested", {"X": 1})]
+    assert state.view()["returns"][0]["status"] == "requested" and state.view()["refunds"] == []
