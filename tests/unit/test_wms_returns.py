@@ -164,7 +164,8 @@ def test_simulated_workers_find_damaged_and_short_returns_once_per_sku() -> None
     n = node()
     task = one_task(n.send(announce("R-1", ("TEE-M", 2), ("MUG-1", 2))))
     confirm = worker.confirm(task)
-    assert sorted((c.sku, c.qty, c.damaged) for c in confirm.counted) == [("MUG-1", 1, 0), ("TEE-M", 2, 1)]
+    assert [(c.sku, c.qty, c.damaged) for c in confirm.counted] == [("TEE-M", 2, 1)]
+    assert [(m.sku, m.missing) for m in confirm.missing] == [("MUG-1", 1)]
     [received] = of_type(n.send(confirm), ReturnReceived)
     assert sorted((ln.sku, ln.condition, ln.qty) for ln in received.lines) == [
         ("MUG-1", "sellable", 1), ("TEE-M", "damaged", 1), ("TEE-M", "sellable", 1)]
@@ -179,3 +180,21 @@ def test_the_cli_reports_damaged_and_defective_units_of_a_return() -> None:
     lines = _counted_lines(task, [("MUG-1", "", 0)], [("TEE-M", "", 1)], [("TEE-M", "", 1)])
     assert sorted((ln.sku, ln.qty, ln.damaged, ln.defective) for ln in lines) == [("MUG-1", 0, 0, 0),
                                                                                    ("TEE-M", 3, 1, 1)]
+
+
+def test_a_return_declared_damaged_and_received_short_is_damaged_units_only() -> None:
+    worker = AutoWorker(LOCATION, WorkerBehaviour(location=LOCATION, short_receive=[SkuQty(sku="TEE-M", qty=1)]))
+    n = node()
+    task = one_task(n.send(announce("R-1", ("TEE-M", 3), declared="damaged")))
+    emits = n.send(worker.confirm(task))
+    [received] = of_type(emits, ReturnReceived)
+    assert received.lines == [ReturnedLine(sku="TEE-M", qty=2, condition="damaged", disposition="refurbish")]
+    assert of_type(emits, TaskCreated) == []  # nothing to put away
+
+
+def test_units_missing_from_the_parcel_are_not_received() -> None:
+    n = node()
+    n.send(announce("R-1", ("TEE-M", 3)))
+    emits = n.send(n.confirm(RECEIVE, missing={"TEE-M": 2}))
+    [received] = of_type(emits, ReturnReceived)
+    assert received.lines == [ReturnedLine(sku="TEE-M", qty=1, condition="sellable", disposition="restock")]

@@ -3,11 +3,12 @@ disposition policy says.
 
 ReceiveReturn -> a ``receive_return`` task at the dock (the authorised lines) -> its confirmation is the
 inspection: per SKU, units received (at most those authorised; fewer when fewer came) and of them ``damaged``
-and ``defective``, the rest sellable; a line not counted is taken as authorised, in the condition the customer
-declared (sellable when none) -> ``ReturnReceived`` with units per condition and disposition; damaged and
-defective units go to quarantine (counted by the node, never available) -> a ``put_away`` task for the sellable
-units -> once put away, ``ReceiveStock`` with the return's id per SKU: the ledger restocks them (on hand and
-available grow at this location, a ``restocked`` movement caused by the return).
+and ``defective``, the rest sellable; a line not counted arrived in the condition the customer declared
+(sellable when none), all its authorised units but those reported ``missing`` (not in the parcel) ->
+``ReturnReceived`` with units per condition and disposition; damaged and defective units go to quarantine
+(counted by the node, never available) -> a ``put_away`` task for the sellable units -> once put away,
+``ReceiveStock`` with the return's id per SKU: the ledger restocks them (on hand and available grow at this
+location, a ``restocked`` movement caused by the return).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ CONDITIONS: tuple[ReturnCondition, ...] = ("sellable", "damaged", "defective")
 Found = dict[ReturnCondition, int]
 
 
-def inspect(authorised: dict[str, int], counted: list[CountedLine],
-            declared: ReturnCondition | None) -> dict[str, Found]:
+def inspect(authorised: dict[str, int], counted: list[CountedLine], declared: ReturnCondition | None,
+            missing: dict[str, int] | None = None) -> dict[str, Found]:
     """Units per SKU and condition. A counted SKU: what came (capped at what was authorised), ``damaged`` and
-    ``defective`` of it, the rest sellable. A SKU not counted: everything authorised, as the customer declared."""
+    ``defective`` of it, the rest sellable. A SKU not counted: what was authorised less the units ``missing``
+    from the parcel, as the customer declared."""
     reported: dict[str, list[int]] = {}
     for line in counted:
         got = reported.setdefault(line.sku, [0, 0, 0])
@@ -42,7 +44,7 @@ def inspect(authorised: dict[str, int], counted: list[CountedLine],
     found: dict[str, Found] = {}
     for sku, qty in authorised.items():
         if sku not in reported:
-            found[sku] = {declared or "sellable": qty}
+            found[sku] = {declared or "sellable": max(0, qty - (missing or {}).get(sku, 0))}
             continue
         received, damaged, defective = reported[sku]
         received = min(received, qty)
@@ -88,7 +90,10 @@ class Returns(Work):
         ret = self.returned(task.subject)
         if ret is None or ret.stage != "receiving":
             return
-        found = inspect(authorised_units(ret), confirm.counted, ret.declared)
+        missing: dict[str, int] = defaultdict(int)
+        for short in confirm.missing:
+            missing[short.sku] += short.missing
+        found = inspect(authorised_units(ret), confirm.counted, ret.declared, missing)
         ret.found = returned_lines(found, self.config.returns)
         self.event(ReturnReceived(return_id=ret.return_id, order_id=ret.order_id, location=self.location,
                                   lines=ret.found), ret.return_id, "return-received")

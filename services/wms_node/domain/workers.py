@@ -4,8 +4,9 @@
 - ``short_pick: [{sku, qty}]``: the pickers find ``qty`` fewer units of that SKU than asked, once;
 - ``reject_all: true``: the location refuses every request (decided by the node when it accepts);
 - ``short_receive: [{sku, qty}]`` / ``damaged: [{sku, qty}]``: at receiving (a delivery or a customer return),
-  the counters find ``qty`` fewer units than announced / ``qty`` damaged units, once per SKU; a return they
-  count nothing odd in is confirmed as it is (the node takes it in the condition the customer declared);
+  the counters find ``qty`` fewer units than announced / ``qty`` damaged units, once per SKU; a return's units
+  they find nothing wrong with are confirmed as they are (reported ``missing`` when fewer came), so the node
+  takes them in the condition the customer declared;
 - ``pace_s``: seconds each simulated worker takes per task (default 0: at once).
 """
 
@@ -70,8 +71,10 @@ class AutoWorker:
         counted: list[CountedLine] = []
         if task.kind == "pick":
             missing = self._short_picks(task)
-        elif task.kind in ("receive", "receive_return"):
+        elif task.kind == "receive":
             counted = self._receive_counts(task)
+        elif task.kind == "receive_return":
+            counted, missing = self._return_counts(task)
         return ConfirmTask(task_id=task.task_id, order_id=task.order_id, request_id=task.request_id,
                            location=self.location, worker=self.name, missing=missing, counted=counted)
 
@@ -89,6 +92,19 @@ class AutoWorker:
         for sku in {sku for sku, _ in out}:
             self._short_left.pop(sku, None)  # once per SKU, even when the pick asked for fewer units
         return [ShortPickLine(sku=sku, missing=qty, reservation_id=rid) for (sku, rid), qty in sorted(out.items())]
+
+    def _return_counts(self, task: TaskCreated) -> tuple[list[CountedLine], list[ShortPickLine]]:
+        """Damaged units are counted (the rest of the line sellable); a line only short is reported missing."""
+        counted, missing = [], []
+        for line in task.lines:
+            short = min(line.qty, self._short_receive.pop(line.sku, 0))
+            damaged = min(line.qty - short, self._damaged.pop(line.sku, 0))
+            if damaged:
+                counted.append(CountedLine(sku=line.sku, qty=line.qty - short, damaged=damaged))
+            elif short:
+                rid = line.reservation_id or line.sku
+                missing.append(ShortPickLine(sku=line.sku, missing=short, reservation_id=rid))
+        return counted, missing
 
     def _receive_counts(self, task: TaskCreated) -> list[CountedLine]:
         out = []
