@@ -13,8 +13,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from typer.testing import CliRunner
 
+from baton.returns_cli import returns_app
 from baton.scenario.model import load_scenario
 from baton.scenario.runner import RunOptions, run_scenario
 from schemas.topics import PAYMENTS_COMMANDS, PAYMENTS_EVENTS
@@ -79,6 +82,16 @@ def test_returns_are_authorised_routed_received_and_refunded_once(settings: Sett
     assert stock["WH-RET"]["MUG-1"]["on_hand"] == 0 and stock["WH-RET"]["MUG-1"]["available"] == 0  # quarantined
     assert stock["WH-RET"]["CAP-1"]["on_hand"] == 2
     assert stock["WH-PAR"]["TEE-M"]["on_hand"] == 20 - 6 - 1  # six units sold, one replacement
+
+    shown = CliRunner().invoke(returns_app, ["show", "R-BORIS", "--namespace", settings.namespace, "--json"])
+    assert shown.exit_code == 0, shown.output
+    document = orjson.loads(shown.stdout)
+    assert document["order_id"] == "O-BORIS" and document["return"]["status"] == "refunded"
+    story = [entry["type"] for entry in document["timeline"]]
+    for step in ("return.requested.v1", "return.authorized.v1", "wms.receive_return.v1", "wms.return_received.v1",
+                 "payments.refund_requested.v1", "payments.refund_succeeded.v1", "return.refunded.v1"):
+        assert step in story, (step, story)
+    assert story.index("return.requested.v1") < story.index("return.refunded.v1")
 
 
 def test_returns_refunded_once_with_one_key_while_services_are_killed(settings: Settings) -> None:
