@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 
@@ -35,26 +36,30 @@ def sim_command(
     no_faults: bool = typer.Option(False, "--no-faults", help="No crashes nor stalls in the timelines."),
     no_shrink: bool = typer.Option(False, "--no-shrink", help="Report failing seeds without shrinking them."),
     show: int = typer.Option(3, "--show", help="Shrink and print at most this many failing seeds."),
+    duplicate_internal: float = typer.Option(
+        0.0, "--duplicate-internal", help="Also deliver this share of the services' own records twice (never "
+        "happens under the transactions: tests the handlers' idempotency)."),
 ) -> None:
     """Run the whole network in one process under simulated time, seed by seed, checking every invariant."""
     size = Size(orders=orders, skus=skus, horizon_s=DEFAULT_SIZE.horizon_s, faults=not no_faults)
+    config = SimConfig(internal_duplicate_p=duplicate_internal)
     if seed is not None:
         kept = [int(i) for i in keep.split(",") if i.strip()] if keep is not None else None
-        raise typer.Exit(replay(seed, size, kept, trace, shrink_it=not no_shrink))
+        raise typer.Exit(replay(seed, size, kept, trace, config, shrink_it=not no_shrink))
     if seeds <= 0:
         err.print("give --seeds N (a range to hunt) or --seed S (one seed)")
         raise typer.Exit(2)
-    failed = hunt(range(from_seed, from_seed + seeds), size)
+    failed = hunt(range(from_seed, from_seed + seeds), size, config)
     kinds = Counter(r.kind for r in failed)
     out.print(f"{len(failed)} of {seeds} seeds failed" + (f": {dict(kinds)}" if kinds else ""))
     if failed:
         out.print("failing seeds: " + " ".join(str(r.seed) for r in failed))
         for result in failed[:show]:
-            report_failure(result, size, shrink_it=not no_shrink)
+            report_failure(result, size, config, shrink_it=not no_shrink)
     raise typer.Exit(1 if failed else 0)
 
 
-def hunt(seeds: range, size: Size) -> list[SimResult]:
+def hunt(seeds: range, size: Size, config: SimConfig) -> list[SimResult]:
     columns = (TextColumn("seeds"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn())
     failed: list[SimResult] = []
@@ -62,7 +67,7 @@ def hunt(seeds: range, size: Size) -> list[SimResult]:
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("seeds", total=len(seeds), rate="", failed=0)
         for done, seed in enumerate(seeds, start=1):
-            result = run_seed(seed, size)
+            result = run_seed(seed, size, config)
             if not result.ok:
                 failed.append(result)
             rate = done / max(time.monotonic() - started, 1e-9)
@@ -72,10 +77,10 @@ def hunt(seeds: range, size: Size) -> list[SimResult]:
     return failed
 
 
-def replay(seed: int, size: Size, keep: list[int] | None, trace: bool, *, shrink_it: bool) -> int:
+def replay(seed: int, size: Size, keep: list[int] | None, trace: bool, config: SimConfig, *, shrink_it: bool) -> int:
     workload = generate(seed, size)
     shown = workload.with_events(keep) if keep is not None else workload
-    result = run_seed(seed, size, SimConfig(trace=trace), keep)
+    result = run_seed(seed, size, dataclasses.replace(config, trace=trace), keep)
     if trace:
         out.print(f"[bold]seed {seed}[/bold]" + (f" events {keep}" if keep is not None else ""))
         for line in shown.describe():
@@ -84,7 +89,7 @@ def replay(seed: int, size: Size, keep: list[int] | None, trace: bool, *, shrink
             out.print("  " + line, highlight=False, markup=False)
     print_result(result)
     if not result.ok and shrink_it and keep is None:
-        report_failure(result, size, shrink_it=True)
+        report_failure(result, size, config, shrink_it=True)
     return 0 if result.ok else 1
 
 
@@ -96,17 +101,21 @@ def print_result(result: SimResult) -> None:
         out.print(f"  {failure}", highlight=False, markup=False)
 
 
-def report_failure(result: SimResult, size: Size, *, shrink_it: bool) -> None:
+def report_failure(result: SimResult, size: Size, config: SimConfig, *, shrink_it: bool) -> None:
     out.rule(f"seed {result.seed}: {result.kind}")
     for failure in result.failures[:5]:
         out.print(f"  {failure}", highlight=False, markup=False)
     if not shrink_it:
         return
     workload = generate(result.seed, size)
-    shrunk = shrink(workload, result.seed, result.kind)
+    shrunk = shrink(workload, result.seed, result.kind, config)
     kept = ",".join(map(str, shrunk.keep)) or '""'
+    options = f" --duplicate-internal {config.internal_duplicate_p}" if config.internal_duplicate_p else ""
+    options += f" --orders {size.orders}" if size.orders != DEFAULT_SIZE.orders else ""
+    options += f" --skus {size.skus}" if size.skus != DEFAULT_SIZE.skus else ""
+    options += " --no-faults" if not size.faults else ""
     out.print(f"  shrunk from {len(workload.events)} to {len(shrunk.keep)} events in {shrunk.runs} runs; "
-              f"replay: baton sim --seed {result.seed} --keep {kept} --trace", highlight=False, markup=False)
+              f"replay: baton sim --seed {result.seed} --keep {kept}{options} --trace", highlight=False, markup=False)
     for line in workload.with_events(shrunk.keep).describe():
         out.print("    " + line, highlight=False, markup=False)
     for failure in shrunk.result.failures[:3]:

@@ -28,6 +28,7 @@ class SimWorkers:
         self.positions: dict[int, int] = {}
         self.queue: list[tuple[datetime, int, Envelope, TaskCreated]] = []  # (when done, seq, envelope, task)
         self.seq = 0
+        self.confirmed: dict[str, ConfirmTask] = {}  # task id -> how it was confirmed
         self.physical: dict[str, int] = {}  # sku -> units really on the shelves (picked units leave)
         self.receiving: dict[str, tuple[int, int]] = {}  # supply id -> (short, damaged)
         self.pace_s = 0.0
@@ -56,7 +57,9 @@ class SimWorkers:
         if not self.queue or self.queue[0][0] > now:
             return None
         _, _, envelope, task = heapq.heappop(self.queue)
-        return envelope, self.confirm(task)
+        if task.task_id not in self.confirmed:  # a task delivered twice is confirmed the same way again
+            self.confirmed[task.task_id] = self.confirm(task)
+        return envelope, self.confirmed[task.task_id]
 
     def lose(self, sku: str, qty: int) -> None:
         """Units gone from the shelves (broken, stolen, misplaced): the next picks find fewer."""

@@ -135,7 +135,9 @@ class Workload:
         return [e.order.order_id for e in self.events if isinstance(e, PlaceOrder)]
 
     def describe(self) -> list[str]:
-        locs = ", ".join(f"{loc.id}({loc.kind}: {'/'.join(loc.capabilities)})" for loc in self.locations)
+        locs = ", ".join(f"{loc.id}({loc.kind}: {'/'.join(loc.capabilities)}"
+                         f"{f', {loc.daily_capacity} orders a day' if loc.daily_capacity else ''})"
+                         for loc in self.locations)
         stock = ", ".join(f"{sku}@{loc}={qty}" for loc, sku, qty in self.stock)
         out = [f"network: {locs}", f"stock: {stock or 'none'}"]
         if self.reject_all:
@@ -170,7 +172,10 @@ def generate(seed: int, size: Size = Size()) -> Workload:
     events.sort(key=lambda e: e.at_s)
     # Kinds of events added since: drawn from their own stream and listed after the first ones, so that the
     # indices of a trace shrunk before (kept in the regression seeds) still name the same events.
-    later = _late_customers(random.Random(f"workload-late:{seed}"), events)
+    late = random.Random(f"workload-late:{seed}")
+    later = _late_customers(late, events)
+    locations = tuple(loc.model_copy(update={"daily_capacity": late.randint(1, 3)}) if late.random() < 0.15 else loc
+                      for loc in locations)
     return Workload(locations, skus, stock, reject_all, tuple(events + sorted(later, key=lambda e: e.at_s)))
 
 

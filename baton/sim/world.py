@@ -86,7 +86,7 @@ from schemas.wms import ExpectedLine, RequestCount, SupplyArrived
 from services.inventory.app import InventoryService
 from services.orchestrator.app import ORDERS, Orchestrator
 from services.orchestrator.domain.order import OrderState
-from services.runtime.processing import StreamService
+from services.runtime.processing import Outgoing, StreamService
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name, spec_named
@@ -108,6 +108,9 @@ class SimConfig:
     max_batch: int = 6
     abort_p: float = 0.03  # a transaction fails
     duplicate_p: float = 0.1  # an outside producer (the timeline, a worker) delivers a message twice
+    # a service's own committed record appended twice: never under the transactions, so off by default; on, it
+    # tests the handlers' idempotency (applied ids kept in the state), the brief's second line
+    internal_duplicate_p: float = 0.0
     settle_s: float = 180.0  # quiet this long (timers only) and the run is over
     max_steps: int = 20_000
     safety_every_step: bool = True
@@ -456,10 +459,14 @@ class World:
             process.abort(task)
             self.reads += 1
             return
-        done = await process.commit(task, lambda _: False)
+        done = await process.commit(task, self.duplicate_internal)
         if done.records:
             self.note(f"{process.name}[{task.task}] committed {len(done.records)} records: " + ", ".join(
                 self.describe_record(r.value) for r in done.records[:8]) + (" ..." if len(done.records) > 8 else ""))
+
+    def duplicate_internal(self, record: Outgoing) -> bool:
+        p = self.config.internal_duplicate_p
+        return p > 0 and self.rng.random() < p
 
     @staticmethod
     def describe_record(value: bytes | None) -> str:
