@@ -277,10 +277,10 @@ class OrderShipped(Message):
 
 class OrderDeadlineReached(Command):
     event_type = "order.deadline_reached.v1"
-    summary = "An order step's deadline passed (reservation, acceptance, pickup window, hold): act on it."
+    summary = "An order step's deadline passed (reservation, acceptance, pickup window, hold, refund retry): act on it."
 
     order_id: EntityId
-    kind: Literal["reserve", "accept", "pickup", "hold"]
+    kind: Literal["reserve", "accept", "pickup", "hold", "refund"]
     due: datetime
 
     def subject(self) -> str:

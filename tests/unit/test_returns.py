@@ -11,6 +11,7 @@ from schemas.base import Message
 from schemas.inventory import ReserveStock
 from schemas.network import Location
 from schemas.orders import (
+    OrderDeadlineReached,
     OrderLine,
     OrderPlaced,
     PickupAt,
@@ -91,6 +92,12 @@ class Story:
         case = next(r for r in self.st.returns if r.return_id == return_id)
         return self.send(ReturnReceived(return_id=return_id, order_id="O-1", location=case.destination or "?",
                                         lines=returned))
+
+    def deadline_reached(self) -> list[Emit]:
+        deadline = self.st.deadline
+        assert deadline is not None, "no deadline set"
+        reached = OrderDeadlineReached(order_id="O-1", kind=deadline.kind, due=deadline.due)
+        return self.send(reached, after_s=(deadline.due - self.now).total_seconds())
 
     def case(self, return_id: str = "R-1") -> rma.ReturnCase:
         return next(r for r in self.st.returns if r.return_id == return_id)
@@ -248,7 +255,10 @@ def test_a_failed_refund_is_retried_with_the_same_key_and_succeeds_once() -> Non
     story = Story(X=1)
     story.ask()
     request = of(story.receive("R-1", ("X", 1, "sellable", "restock")), RefundRequested)[0]
-    retry = of(story.send(answer_failed(request)), RefundRequested)
+    assert of(story.send(answer_failed(request)), RefundRequested) == []  # not at once: after a pause
+    assert story.st.deadline is not None and story.st.deadline.kind == "refund"
+    assert story.st.deadline.due == story.now + timedelta(seconds=1)
+    retry = of(story.deadline_reached(), RefundRequested)
     assert [(r.idempotency_key, r.refund_id, r.attempt) for r in retry] == [  # type: ignore[attr-defined]
         (request.idempotency_key, request.refund_id, 2)]  # type: ignore[attr-defined]
     assert story.send(answer_failed(request)) == []  # a late answer to the first attempt: already retried
@@ -263,9 +273,20 @@ def test_refunds_stop_after_the_policy_attempts() -> None:
     story = Story(RuleSet(returns=ReturnPolicy(max_refund_attempts=2)), X=1)
     story.ask()
     request = of(story.receive("R-1", ("X", 1, "sellable", "restock")), RefundRequested)[0]
-    retry = of(story.send(answer_failed(request)), RefundRequested)[0]
-    assert story.send(answer_failed(retry)) == []
+    story.send(answer_failed(request))
+    retry = of(story.deadline_reached(), RefundRequested)[0]
+    assert story.send(answer_failed(retry)) == [] and story.st.deadline is None
     assert story.case().refund.status == "failed" and story.case().settled()  # type: ignore[union-attr]
+
+
+def test_retries_wait_longer_each_time_and_at_once_while_the_order_is_in_flow() -> None:
+    policy = ReturnPolicy(refund_retry_s=2.0, refund_retry_max_s=10.0)
+    assert [rma.retry_delay_s(policy, attempt) for attempt in (2, 3, 4, 5)] == [2.0, 4.0, 8.0, 10.0]
+    story = Story(X=1)
+    story.ask()
+    first = of(story.receive("R-1", ("X", 1, "sellable", "restock")), RefundRequested)[0]
+    story.st.status = "partially_shipped"  # the order's own deadlines may need the one slot
+    assert [r.attempt for r in of(story.send(answer_failed(first)), RefundRequested)] == [2]  # type: ignore[attr-defined]
 
 
 def test_an_order_is_never_refunded_beyond_what_was_paid() -> None:

@@ -103,7 +103,7 @@ NO_EFFECT_MESSAGES = (ItemsPicked, HandedOver, ReservationConsumed)
 FALLBACK_RULE = Rule(name="fallback: default")  # built once: a rule is read, never changed, and costly to build
 LineProgress = Literal["pending", "held", "refused", "released", "consumed", "expired"]
 TRANSIT_DAYS = 1
-DeadlineKind = Literal["reserve", "accept", "pickup", "hold"]
+DeadlineKind = Literal["reserve", "accept", "pickup", "hold", "refund"]
 
 
 class PlannedLine(BaseModel):
@@ -859,7 +859,28 @@ class _Step:
             return
         refund.attempts += 1
         refund.reason = event.reason
-        self._request_refund(case, refund)
+        delay = rma.retry_delay_s(self.snap.rules.returns, refund.attempts)
+        if delay <= 0 or self.state.status not in TERMINAL_STATUSES or self.state.deadline is not None:
+            self._request_refund(case, refund)  # the order's own deadline holds the one slot: retry at once
+            return
+        refund.retry_at = self.snap.now + timedelta(seconds=delay)
+        self._set_deadline("refund", delay)
+        self._return_note(case, f"refund failed ({event.reason}): retried in {delay:g} s with the same key")
+
+    def _retry_due_refunds(self) -> None:
+        """Send again, with their keys, the refunds whose retry is due; wait on for the next one."""
+        waiting = [(case, case.refund) for case in self.state.returns
+                   if case.refund is not None and case.refund.retry_at is not None]
+        later = []
+        for case, refund in waiting:
+            assert refund.retry_at is not None
+            if refund.retry_at <= self.snap.now:
+                refund.retry_at = None
+                self._request_refund(case, refund)
+            else:
+                later.append(refund.retry_at)
+        if later:
+            self._set_deadline("refund", (min(later) - self.snap.now).total_seconds())
 
     def _return(self, return_id: str) -> rma.ReturnCase | None:
         return next((r for r in self.state.returns if r.return_id == return_id), None)
@@ -909,6 +930,8 @@ class _Step:
             self._expire("not collected within the pickup window")
         elif reached.kind == "hold" and state.status == "reserved":
             self._expire("the hold lapsed")
+        elif reached.kind == "refund":
+            self._retry_due_refunds()
 
     def _reserve_timed_out(self) -> None:
         for p in self.state.current():

@@ -46,6 +46,7 @@ class RefundCase(BaseModel):
     status: RefundProgress = "requested"
     attempts: int = 1
     reason: str | None = None
+    retry_at: datetime | None = None  # a failed attempt's retry waits until then (same key)
 
 
 class ReturnCase(BaseModel):
@@ -253,6 +254,11 @@ def refund_cents(inputs: RefundInputs, policy: ReturnPolicy) -> int:
         total += _cents(inputs.order.shipping_price)
     left = paid_cents(inputs.order, inputs.shipped) - inputs.refunded_before_cents
     return max(0, min(total, left))
+
+
+def retry_delay_s(policy: ReturnPolicy, attempt: int) -> float:
+    """How long the ``attempt``-th request of a refund waits after the failure before it (doubling, capped)."""
+    return min(policy.refund_retry_s * 2 ** max(0, attempt - 2), policy.refund_retry_max_s)
 
 
 def main_disposition(received: list[ReturnedLine]) -> Disposition | None:

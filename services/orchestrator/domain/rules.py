@@ -96,6 +96,8 @@ class ReturnPolicy(Strict):
     mail_kinds: list[Literal["warehouse", "store"]] | None = None
     label_carrier: str = "returns-post"
     max_refund_attempts: int = Field(default=10, ge=1)
+    refund_retry_s: float = Field(default=1.0, ge=0, description="Wait before the first retry; doubles after.")
+    refund_retry_max_s: float = Field(default=300.0, ge=0)
 
 
 class RuleSet(Strict):
