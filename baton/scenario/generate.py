@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from baton.scenario.model import OrderPlacedStep, Scenario, ScenarioOrder
-from schemas.orders import OrderLine
+from baton.scenario.model import OrderPlacedStep, ReturnStep, Scenario, ScenarioOrder
+from schemas.orders import OrderLine, ReturnLine
 
 
 def generated_orders(scenario: Scenario) -> list[OrderPlacedStep]:
@@ -32,4 +32,21 @@ def generated_orders(scenario: Scenario) -> list[OrderPlacedStep]:
             delivery=delivery,  # type: ignore[arg-type]
         )
         steps.append(OrderPlacedStep(at_s=0, type="order.placed", order=order))
+    return steps
+
+
+def generated_returns(scenario: Scenario, orders: list[OrderPlacedStep]) -> list[ReturnStep]:
+    """Returns of a share of the generated orders (``generate.returns``), each request sent twice."""
+    spec = scenario.generate
+    if spec is None or not spec.returns:
+        return []
+    rng = random.Random(spec.seed + 1)  # its own draw: the orders stay those of the seed
+    chosen = [step.order for step in orders if rng.random() < spec.returns]
+    steps = []
+    for n, order in enumerate(chosen):
+        line = order.lines[0]
+        request = ReturnStep(at_s=spec.returns_from_s + n * spec.returns_every_s, type="return.requested",
+                             order_id=order.order_id, return_id=f"R-{order.order_id}",
+                             lines=[ReturnLine(sku=line.sku, qty=line.qty)], method="mail", reason="changed_mind")
+        steps += [request, request]
     return steps

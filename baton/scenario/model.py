@@ -163,6 +163,11 @@ class Generate(Strict):
     seed: int = 0
     delivery: dict[str, Any] = {"mode": "ship"}
     channel: Channel = "web"
+    # a share of the generated orders returned by mail once shipped (their first line whole, each request sent
+    # twice), one every returns_every_s from returns_from_s on: returns mixed into a load, kills among them
+    returns: float = Field(default=0.0, ge=0, le=1)
+    returns_from_s: float = Field(default=1.0, ge=0)
+    returns_every_s: float = Field(default=0.05, ge=0)
 
 
 class ArrivalStep(Strict):

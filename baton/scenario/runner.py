@@ -22,7 +22,7 @@ from baton.invariants import (
 )
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.scenario.generate import generated_orders
+from baton.scenario.generate import generated_orders, generated_returns
 from baton.scenario.model import (
     ArrivalStep,
     CancelStep,
@@ -104,8 +104,9 @@ class ScenarioRun:
         self.settings = settings
         self.options = options
         arrivals = supply_arrivals(scenario)
+        generated = generated_orders(scenario)
         self.steps: list[Step | ArrivalStep] = sorted(
-            [*scenario.events, *generated_orders(scenario), *arrivals], key=lambda s: s.at_s
+            [*scenario.events, *generated, *generated_returns(scenario, generated), *arrivals], key=lambda s: s.at_s
         )
         self.order_ids = list(dict.fromkeys(s.order.order_id for s in self.steps if isinstance(s, OrderPlacedStep)))
         self.locations = [loc.id for loc in scenario.locations]

@@ -3,7 +3,8 @@
 BORIS of a sellable unit (the store's stock grows), a mail return found damaged (refunded, not available), a
 partial return of 1 of 2, a return of more than was shipped (rejected), the same return twice (one refund), a
 return received short (refund for what came), an exchange (a replacement shipped, nothing refunded), and a
-payment adapter whose first answer is a failure (retried with the same key: one refund in the end).
+payment adapter whose first answer is a failure (retried with the same key: one refund in the end); then the
+same under kill -9 of every service, and returns mixed into a load of 150 orders under kills.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from baton.returns_cli import returns_app
+from baton.scenario.generate import generated_orders, generated_returns
 from baton.scenario.model import load_scenario
 from baton.scenario.runner import RunOptions, run_scenario
 from schemas.topics import PAYMENTS_COMMANDS, PAYMENTS_EVENTS
@@ -125,3 +127,29 @@ async def _payments_log(settings: Settings) -> tuple[list[dict[str, Any]], list[
     events = await read_topic(settings, full_topic_name(settings, PAYMENTS_EVENTS))
     return ([env.data for env, _ in commands if env is not None],
             [(env.type, env.data) for env, _ in events if env is not None])
+
+
+def test_returns_in_a_load_under_kills_never_refund_beyond_paid_nor_twice(settings: Settings) -> None:
+    scenario = load_scenario(SCENARIOS / "returns_chaos.yaml")
+    outcome = run_scenario(scenario, settings, RunOptions(namespace=settings.namespace, timeout_s=300))
+    result = outcome.result
+    assert outcome.exit_code == 0 and result["completed"], result["invariants"]
+    assert result["dead_letters"] == 0 and result["invariants"]["ok"], result["invariants"]
+    assert len(result["kills"]) == 5
+    orders = generated_orders(scenario)
+    asked = {step.return_id for step in generated_returns(scenario, orders)}
+    paid = {step.order.order_id: sum(ln.qty * ln.unit_price for ln in step.order.lines) for step in orders}
+    refunded = {r["return_id"]: (oid, r) for oid, o in result["orders"].items() for r in o["refunds"]}
+    assert set(refunded) == asked  # every return refunded, none of an order not returned
+    for return_id, (order_id, refund) in refunded.items():
+        assert refund["status"] == "succeeded", refund
+        assert refund["amount"] <= paid[order_id] + 0.005
+        assert [c["status"] for c in result["orders"][order_id]["returns"]] == ["refunded"], return_id
+
+    requests, answers = asyncio.run(_payments_log(settings))
+    keys_per_return: dict[str, set[str]] = defaultdict(set)
+    for data in requests:
+        keys_per_return[data["return_id"]].add(data["idempotency_key"])
+    assert set(keys_per_return) == asked and all(len(keys) == 1 for keys in keys_per_return.values())
+    paid_out = Counter(d["idempotency_key"] for t, d in answers if "succeeded" in t and not d["duplicate"])
+    assert len(paid_out) == len(asked) and set(paid_out.values()) == {1}
