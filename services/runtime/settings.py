@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NAMESPACE = "baton"
@@ -33,6 +35,17 @@ class Settings(BaseSettings):
     replication_factor: int = 1
     log_level: str = "INFO"
     web_port: int = 0
+    # A secured cluster (``baton stack up --secure``): SASL/SCRAM credentials from the environment, from one
+    # file (``username=`` / ``password=`` lines), or from ``<dir>/<BATON_INSTANCE_ID>.properties`` so that each
+    # service process a runner starts connects as its own principal. Never logged: the password is a SecretStr.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_credentials_file: Path | None = None
+    kafka_credentials_dir: Path | None = None
+    instance_id: str | None = None
+    kafka_ca_file: Path | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -50,8 +63,43 @@ class Settings(BaseSettings):
         """The consumer group (and faust app id) of a service in this namespace."""
         return f"{self.namespace}-{service}"
 
+    def kafka_client_options(self) -> dict[str, Any]:
+        """The connection keyword arguments of every aiokafka client (producer, consumer, admin)."""
+        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap}
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return options
+        username, password = self.kafka_credentials()
+        options.update(
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_plain_username=username,
+            sasl_plain_password=password,
+        )
+        if self.kafka_security_protocol == "SASL_SSL":
+            options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ca_file)
+        return options
+
+    def kafka_credentials(self) -> tuple[str, str]:
+        """(username, password): the environment first, then the credentials file, then the per-instance file."""
+        if self.kafka_username and self.kafka_password:
+            return self.kafka_username, self.kafka_password.get_secret_value()
+        path = self.kafka_credentials_file
+        if path is None and self.kafka_credentials_dir is not None and self.instance_id:
+            path = self.kafka_credentials_dir / f"{self.instance_id}.properties"
+        if path is None:
+            raise ValueError("a secured Kafka needs BATON_KAFKA_USERNAME/PASSWORD or a credentials file")
+        return read_credentials(path)
+
     def with_namespace(self, namespace: str) -> Settings:
         return self.model_copy(update={"namespace": namespace})
+
+
+def read_credentials(path: Path) -> tuple[str, str]:
+    """``username=`` and ``password=`` lines of a credentials file (properties syntax)."""
+    entries = dict(
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    return entries["username"].strip(), entries["password"].strip()
 
 
 @lru_cache(maxsize=1)
