@@ -29,6 +29,7 @@ class SimWorkers:
         self.queue: list[tuple[datetime, int, Envelope, TaskCreated]] = []  # (when done, seq, envelope, task)
         self.seq = 0
         self.confirmed: dict[str, ConfirmTask] = {}  # task id -> how it was confirmed
+        self.returns: set[str] = set()  # return ids (their put-away brings units back to the shelves)
         self.physical: dict[str, int] = {}  # sku -> units really on the shelves (picked units leave)
         self.receiving: dict[str, tuple[int, int]] = {}  # supply id -> (short, damaged)
         self.pace_s = 0.0
@@ -78,6 +79,9 @@ class SimWorkers:
         confirm = AutoWorker(self.location, behaviour).confirm(task)
         if task.kind == "receive":
             self.received(task, confirm)
+        elif task.kind == "put_away" and task.order_id in self.returns:  # returned units back on the shelves
+            for line in task.lines:
+                self.physical[line.sku] = self.physical.get(line.sku, 0) + line.qty
         elif task.kind == "count":
             confirm = confirm.model_copy(update={"counted": self.count(task)})
         return confirm

@@ -93,6 +93,20 @@ class Arrive(Event):
 
 
 @dataclass(frozen=True)
+class Return(Event):
+    """The customer sends back ``qty`` units of ``sku`` (by mail, or in the store), declared in ``condition``."""
+
+    order_id: str
+    return_id: str
+    sku: str
+    qty: int
+    method: str
+    location: str | None
+    condition: str
+    reason: str = "changed_mind"
+
+
+@dataclass(frozen=True)
 class SetOpen(Event):
     """A store closes (``open`` False) or opens again: a new network version."""
 
@@ -123,13 +137,14 @@ class Workload:
     stock: tuple[tuple[str, str, int], ...]  # (location, sku, qty) at the start
     reject_all: tuple[str, ...]  # locations that refuse every request
     events: tuple[Event, ...] = field(default=())
+    refunds_failing: int = 0  # the payment provider fails the first N refund requests
 
     def services(self) -> list[str]:
         return ["orchestrator", "inventory", *(f"wms-{loc.id}" for loc in self.locations)]
 
     def with_events(self, keep: list[int]) -> Workload:
         return Workload(self.locations, self.skus, self.stock, self.reject_all,
-                        tuple(self.events[i] for i in keep))
+                        tuple(self.events[i] for i in keep), self.refunds_failing)
 
     def order_ids(self) -> list[str]:
         return [e.order.order_id for e in self.events if isinstance(e, PlaceOrder)]
@@ -142,6 +157,8 @@ class Workload:
         out = [f"network: {locs}", f"stock: {stock or 'none'}"]
         if self.reject_all:
             out.append(f"refusing every request: {', '.join(self.reject_all)}")
+        if self.refunds_failing:
+            out.append(f"the payment provider fails the first {self.refunds_failing} refund requests")
         return out + [e.describe() for e in self.events]
 
 
@@ -176,7 +193,26 @@ def generate(seed: int, size: Size = Size()) -> Workload:
     later = _late_customers(late, events)
     locations = tuple(loc.model_copy(update={"daily_capacity": late.randint(1, 3)}) if late.random() < 0.15 else loc
                       for loc in locations)
-    return Workload(locations, skus, stock, reject_all, tuple(events + sorted(later, key=lambda e: e.at_s)))
+    later += _returns(random.Random(f"workload-returns:{seed}"), events, locations)
+    refunds_failing = random.Random(f"workload-payments:{seed}").choice((0, 0, 0, 1, 2))
+    return Workload(locations, skus, stock, reject_all, tuple(events + sorted(later, key=lambda e: e.at_s)),
+                    refunds_failing)
+
+
+def _returns(rng: random.Random, events: list[Event], locations: tuple[Location, ...]) -> list[Event]:
+    """Customers sending back part of what they received (or of what never shipped: the OMS refuses it)."""
+    stores = [loc.id for loc in locations if loc.kind == "store"]
+    out: list[Event] = []
+    for placed in [e for e in events if isinstance(e, PlaceOrder)]:
+        if rng.random() >= 0.3:
+            continue
+        line = rng.choice(placed.order.lines)
+        in_store = bool(stores) and rng.random() < 0.4
+        out.append(Return(round(placed.at_s + rng.uniform(20, 120), 2), placed.order.order_id,
+                          f"R-{placed.order.order_id}", line.sku, rng.randint(1, line.qty),
+                          "in_store" if in_store else "mail", stores[0] if in_store else None,
+                          rng.choice(("sellable", "sellable", "damaged", "defective"))))
+    return out
 
 
 def _late_customers(rng: random.Random, events: list[Event]) -> list[Event]:
@@ -273,6 +309,7 @@ def _faults(rng: random.Random, locations: list[str], horizon_s: float) -> list[
 
 
 __all__ = [
-    "Arrive", "Cancel", "Collect", "Count", "Crash", "Event", "PlaceOrder", "SetOpen", "ShortPick", "Size", "Stall",
+    "Arrive", "Cancel", "Collect", "Count", "Crash", "Event", "PlaceOrder", "Return", "SetOpen", "ShortPick", "Size",
+    "Stall",
     "Supply", "Workload", "generate",
 ]

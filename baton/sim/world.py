@@ -51,6 +51,7 @@ from baton.sim.workload import (
     Crash,
     Event,
     PlaceOrder,
+    Return,
     SetOpen,
     ShortPick,
     Stall,
@@ -67,8 +68,16 @@ from schemas.inventory import (
     StockMoved,
 )
 from schemas.network import LocationConfigured, RuleSetPublished
-from schemas.orders import OrderCancelled, OrderCancelRequested, OrderShipped, PickupCollected
+from schemas.orders import (
+    OrderCancelled,
+    OrderCancelRequested,
+    OrderShipped,
+    PickupCollected,
+    ReturnLine,
+    ReturnRequested,
+)
 from schemas.topics import (
+    ALL_TOPICS,
     CATALOG,
     INVENTORY_AVAILABILITY,
     INVENTORY_COMMANDS,
@@ -86,6 +95,7 @@ from schemas.wms import ExpectedLine, RequestCount, SupplyArrived
 from services.inventory.app import InventoryService
 from services.orchestrator.app import ORDERS, Orchestrator
 from services.orchestrator.domain.order import OrderState
+from services.payments.app import PaymentAdapter
 from services.runtime.processing import Outgoing, StreamService
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
@@ -207,9 +217,9 @@ class World:
         self.clock = SimClock()
         self.settings = Settings(namespace=NAMESPACE)
         locations = [loc.id for loc in workload.locations]
-        single = {full_topic_name(self.settings, spec, loc): 1
-                  for spec in (WMS_COMMANDS,) for loc in locations}
-        single.update({full_topic_name(self.settings, spec): 1 for spec in (NETWORK, RULES, CATALOG)})
+        single = {full_topic_name(self.settings, WMS_COMMANDS, loc): 1 for loc in locations}
+        single.update({full_topic_name(self.settings, spec): spec.partitions for spec in ALL_TOPICS
+                       if spec.partitions and not spec.per_location})
         self.broker = SimBroker(single, config.partitions)
         self.facts_log = FactsLog(self.settings)
         self.result = SimResult(seed)
@@ -224,6 +234,8 @@ class World:
                                         random.Random(f"workers:{seed}:{loc}")) for loc in locations}
         for loc, sku, qty in workload.stock:
             self.workers[loc].physical[sku] = qty
+        for workers in self.workers.values():
+            workers.returns = {e.return_id for e in workload.events if isinstance(e, Return)}
         self.pending: list[Event] = sorted(workload.events, key=lambda e: e.at_s)  # stable: ties in list order
         self.kill_next: dict[str, float] = {}  # service -> seconds it stays down once killed in its next batch
         self.network_version = 1
@@ -262,6 +274,9 @@ class World:
         master, stock = service.master.on_message, service.stock.on_message
         return service, [(self.topic(NETWORK), master), (self.topic(RULES), master),
                          (self.topic(INVENTORY_AVAILABILITY), stock)]
+
+    def build_payments(self) -> tuple[StreamService, list[Feed]]:
+        return PaymentAdapter(self.settings, fail_first=self.workload.refunds_failing), []
 
     def build_inventory(self) -> tuple[StreamService, list[Feed]]:
         return InventoryService(self.settings, cast(ReadModel, NullReadModel())), []
@@ -307,6 +322,7 @@ class World:
         self.set_up()
         self.processes["orchestrator"] = self.new_process("orchestrator", self.build_orchestrator)
         self.processes["inventory"] = self.new_process("inventory", self.build_inventory)
+        self.processes["payments"] = self.new_process("payments", self.build_payments)
         for loc in self.workload.locations:
             self.processes[f"wms-{loc.id}"] = self.new_process(f"wms-{loc.id}", self.node_builder(loc.id))
         for process in self.processes.values():
@@ -497,6 +513,12 @@ class World:
                 self.publish(ORDERS_INBOUND, order.order_id, order)
             case Cancel(order_id=order_id):
                 self.publish(ORDERS_INBOUND, order_id, OrderCancelRequested(order_id=order_id))
+            case Return(order_id=order_id, return_id=rid, sku=sku, qty=qty, method=method, location=loc,
+                        condition=condition, reason=reason):
+                lines = [ReturnLine(sku=sku, qty=qty)]
+                self.publish(ORDERS_INBOUND, order_id, ReturnRequested(
+                    order_id=order_id, return_id=rid, lines=lines, method=method, location=loc, condition=condition,
+                    reason=reason))
             case Collect(order_id=order_id):
                 self.publish(ORDERS_INBOUND, order_id, PickupCollected(order_id=order_id))
             case ShortPick(location=loc, sku=sku, qty=qty):

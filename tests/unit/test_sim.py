@@ -38,11 +38,10 @@ BIG_REGRESSION_SEEDS: dict[int, tuple[list[int] | None, str]] = {
 
 # Seeds of bugs found and not fixed yet (reported on issue 10): they must fail until the fix lands, then move up.
 OPEN_BUG_SEEDS: dict[int, tuple[list[int] | None, str]] = {
-    5966: ([0, 1, 2], "a cancel racing the ship confirmation: the parcel ships anyway (the ledger takes its units "
-                      "off as a late shipment) but the order stays cancelled with 2 of 2 shipped"),
-    6183: ([0, 1, 2, 3], "the same, after an inventory restart: cancelled with 1 of 1 shipped"),
-    1589: (None, "the same"),
-    1635: (None, "the same, cancelled with 4 shipped"),
+    # first found as 5966, 6183, 1589, 1635, 764, 3238, 7321; the simulator's schedules moved since (a payments
+    # process joined), so the seed that shows it now is this one
+    1382: ([1, 2], "a cancel racing the ship confirmation: the parcel ships anyway (the ledger takes its units "
+                   "off as a late shipment) but the order stays cancelled with 3 of 3 shipped"),
 }
 # The violations of those open bugs, tolerated in the suite's range until their fix lands (then emptied).
 OPEN_BUG_KINDS = {"cancelled yet shipped"}
