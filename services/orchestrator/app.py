@@ -23,11 +23,13 @@ from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
 from schemas.base import Message
+from schemas.catalog import SkuConfigured
 from schemas.envelope import Envelope
 from schemas.inventory import AvailabilityChanged
 from schemas.network import LocationConfigured, RuleSetPublished
-from schemas.orders import OrderDeadlineReached, OrderPlaced
+from schemas.orders import OrderDeadlineReached, OrderPlaced, ReturnRequested
 from schemas.topics import (
+    CATALOG,
     INVENTORY_AVAILABILITY,
     INVENTORY_RESERVATIONS,
     NETWORK,
@@ -91,14 +93,20 @@ CAPACITY_STORE: StoreSpec[int] = StoreSpec(CAPACITY, lambda n: str(n).encode(), 
 
 
 class MasterData:
-    """The network and the rule set in force, followed from their compacted topics."""
+    """The network, the rule set and the catalog's prices in force, followed from their compacted topics."""
 
     def __init__(self) -> None:
         self.network = NetworkView()
         self.rules: RuleSet = DEFAULT_RULES
+        self.prices: dict[str, float] = {}  # an exchange asks for the same SKU or another of equal price
+        self.price_versions: dict[str, int] = {}
 
     def on_message(self, message: Message) -> None:
-        if isinstance(message, LocationConfigured):
+        if isinstance(message, SkuConfigured):
+            if message.price is not None and message.version >= self.price_versions.get(message.sku, 0):
+                self.prices[message.sku] = message.price
+                self.price_versions[message.sku] = message.version
+        elif isinstance(message, LocationConfigured):
             self.network.apply(message.location, message.network_version)
         elif isinstance(message, RuleSetPublished):
             try:
@@ -263,6 +271,7 @@ class Orchestrator(StreamService):
         self.feeds = [
             TopicFeed(settings.kafka_bootstrap, settings.topic(NETWORK.resolve()), self.master.on_message),
             TopicFeed(settings.kafka_bootstrap, settings.topic(RULES.resolve()), self.master.on_message),
+            TopicFeed(settings.kafka_bootstrap, settings.topic(CATALOG.resolve()), self.master.on_message),
             TopicFeed(settings.kafka_bootstrap, settings.topic(INVENTORY_AVAILABILITY.resolve()),
                       self.stock.on_message),
         ]
@@ -337,6 +346,8 @@ class Orchestrator(StreamService):
 
     def snapshot(self, ctx: TaskContext, state: OrderState | None, message: Message, now: datetime) -> Snapshot:
         snap = Snapshot(network=self.master.network, rules=self.master.rules, now=now)
+        if isinstance(message, ReturnRequested):
+            snap.prices = self.master.prices
         if not isinstance(message, PLANNING_MESSAGES):
             return snap
         order = message if isinstance(message, OrderPlaced) else (state.order if state else None)

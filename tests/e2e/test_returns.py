@@ -73,7 +73,7 @@ def test_returns_are_authorised_routed_received_and_refunded_once(settings: Sett
     assert exchange["status"] == "received" and refunds["O-EXCHANGE"] == []
     replacement = orders[exchange["exchange_order_id"]]
     assert replacement["status"] == "shipped"
-    assert [ln["sku"] for ln in replacement["lines"]] == ["TEE-M"]
+    assert [ln["sku"] for ln in replacement["lines"]] == ["TEE-L"]  # another SKU of the same catalog price
 
     attempts = sorted(r["attempts"] for o in orders.values() for r in o["refunds"])
     assert attempts == [1, 1, 1, 1, 2]  # the first request failed and was retried with its key, once
@@ -83,7 +83,8 @@ def test_returns_are_authorised_routed_received_and_refunded_once(settings: Sett
     assert stock["ST-PAR"]["TEE-M"]["available"] == 4
     assert stock["WH-RET"]["MUG-1"]["on_hand"] == 0 and stock["WH-RET"]["MUG-1"]["available"] == 0  # quarantined
     assert stock["WH-RET"]["CAP-1"]["on_hand"] == 2
-    assert stock["WH-PAR"]["TEE-M"]["on_hand"] == 20 - 6 - 1  # six units sold, one replacement
+    assert stock["WH-PAR"]["TEE-M"]["on_hand"] == 20 - 6  # six units sold
+    assert stock["WH-PAR"]["TEE-L"]["on_hand"] == 10 - 1  # the replacement
 
     shown = CliRunner().invoke(returns_app, ["show", "R-BORIS", "--namespace", settings.namespace, "--json"])
     assert shown.exit_code == 0, shown.output

@@ -32,6 +32,7 @@ from services.runtime.outbox import Emit
 from tests.unit.test_order_saga import of, reserved, shipped
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+CATALOG = {"X": 10.0, "Y": 10.0, "Z": 25.0}
 CUSTOMER = ShipTo(lat=48.85, lon=2.35)  # Paris
 
 
@@ -70,7 +71,8 @@ class Story:
         self.now += timedelta(seconds=after_s)
         self.n += 1
         availability = {sku: {"WH-PAR": 100, "ST-PAR": 100} for sku in ("X", "Y")}
-        snapshot = Snapshot(network=network(), availability=availability, rules=self.rules, now=self.now)
+        snapshot = Snapshot(network=network(), availability=availability, rules=self.rules, now=self.now,
+                            prices=dict(CATALOG))
         decision = OrderSaga(snapshot.network, snapshot=snapshot).handle(self.state, message,
                                                                          message_id or f"m-{self.n}")
         self.state = decision.state
@@ -313,6 +315,13 @@ def test_an_exchange_places_a_paid_replacement_linked_to_the_return_and_refunds_
     assert replacement[0].delivery == CUSTOMER
     assert of(received, RefundRequested) == [] and len(of(received, ReturnRefunded)) == 1
     assert story.case().exchange_order_id == "O-1-EX-R-1" and story.case().settled()
+
+
+def test_an_exchange_for_another_sku_needs_its_catalog_price_to_be_the_returned_ones() -> None:
+    dearer = of(Story(X=1).ask(exchange=[ReturnLine(sku="Z", qty=1)]), ReturnRejected)
+    assert dearer and "not the price of what is returned" in dearer[0].reason  # type: ignore[attr-defined]
+    unknown = of(Story(X=1).ask(exchange=[ReturnLine(sku="W", qty=1)]), ReturnRejected)
+    assert unknown and "price is unknown" in unknown[0].reason  # type: ignore[attr-defined]
 
 
 def test_an_exchange_of_a_short_return_replaces_only_what_came() -> None:

@@ -17,7 +17,7 @@ def test_the_returns_scenarios_parse_with_their_payments_behaviour() -> None:
     assert load_scenario(SCENARIOS / "returns_kills.yaml").payments.fail_first == 2
     steps = [s for s in load_scenario(SCENARIOS / "returns.yaml").events if isinstance(s, ReturnStep)]
     assert all(s.after_settled for s in steps)
-    assert next(s.exchange for s in steps if s.exchange)[0].sku == "TEE-M"
+    assert next(s.exchange for s in steps if s.exchange)[0].sku == "TEE-L"
 
 
 def test_a_negative_failure_count_names_the_field() -> None:

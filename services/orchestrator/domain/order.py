@@ -228,6 +228,7 @@ class Snapshot:
     supply: Supply = field(default_factory=dict)
     rules: RuleSet = DEFAULT_RULES
     capacity_left: dict[str, int] = field(default_factory=dict)
+    prices: dict[str, float] = field(default_factory=dict)  # the catalog's, for exchanges of another SKU
     # the agent passes the handled message's time; the fixed default keeps pure tests deterministic
     now: datetime = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -771,7 +772,7 @@ class _Step:
                               exchange=[ln.model_dump() for ln in request.exchange])
         state.returns.append(case)
         decision = rma.authorize(request, self._return_facts(), self.snap.rules.returns, self.snap.network,
-                                 self.snap.now)
+                                 self.snap.now, self.snap.prices)
         if isinstance(decision, str):
             case.status, case.rejection = "rejected", decision
             self._emit(ORDERS_STATUS, state.order_id, ReturnRejected(

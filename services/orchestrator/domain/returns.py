@@ -129,10 +129,11 @@ class Authorization:
 
 
 def authorize(
-    request: ReturnRequested, facts: ReturnFacts, policy: ReturnPolicy, network: NetworkView, now: datetime
+    request: ReturnRequested, facts: ReturnFacts, policy: ReturnPolicy, network: NetworkView, now: datetime,
+    prices: dict[str, float] | None = None,
 ) -> Authorization | str:
-    """Where the return goes, or why it is rejected."""
-    problem = _refusal(request, facts, policy, now)
+    """Where the return goes, or why it is rejected (``prices``: the catalog's, for exchanges)."""
+    problem = _refusal(request, facts, policy, now) or _unequal_exchange(request, prices or {})
     if problem:
         return problem
     if request.method == "in_store":
@@ -162,6 +163,20 @@ def _refusal(request: ReturnRequested, facts: ReturnFacts, policy: ReturnPolicy,
             return f"the return window ({policy.window_days:g} days) closed on {closes.date().isoformat()}"
     if sum(ln.qty for ln in request.exchange) > sum(asked.values()):
         return "an exchange asks for more units than are returned"
+    return None
+
+
+def _unequal_exchange(request: ReturnRequested, prices: dict[str, float]) -> str | None:
+    """An exchange asks for a returned SKU, or another whose catalog price equals a returned one's."""
+    returned = {line.sku for line in request.lines}
+    for line in request.exchange:
+        if line.sku in returned:
+            continue
+        price = prices.get(line.sku)
+        if price is None:
+            return f"exchange for {line.sku}: its price is unknown"
+        if not any(sku in prices and abs(prices[sku] - price) < 0.005 for sku in returned):
+            return f"exchange for {line.sku}: not the price of what is returned"
     return None
 
 
