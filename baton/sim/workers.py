@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import heapq
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from baton.sim.broker import SimBroker
 from schemas.envelope import Envelope, decode
-from schemas.wms import ConfirmTask, CountedLine, TaskCreated
+from schemas.wms import ClaimTask, ConfirmTask, CountedLine, TaskCreated
 from services.wms_node.domain.workers import AutoWorker, SkuQty, WorkerBehaviour
+
+WORKERS = ("ann", "bob")
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "claim" or "confirm"
+    worker: str = "auto"
 
 
 class SimWorkers:
@@ -26,7 +35,7 @@ class SimWorkers:
         self.broker = broker
         self.rng = rng
         self.positions: dict[int, int] = {}
-        self.queue: list[tuple[datetime, int, Envelope, TaskCreated]] = []  # (when done, seq, envelope, task)
+        self.queue: list[tuple[datetime, int, Envelope, TaskCreated, Step]] = []  # (when, seq, task's envelope...)
         self.seq = 0
         self.confirmed: dict[str, ConfirmTask] = {}  # task id -> how it was confirmed
         self.returns: set[str] = set()  # return ids (their put-away brings units back to the shelves)
@@ -44,8 +53,13 @@ class SimWorkers:
                 envelope, message = decode(record.value)
                 if isinstance(message, TaskCreated):
                     pace = self.rng.choice((0.0, 0.1, 0.5, 2.0)) + self.pace_s
-                    heapq.heappush(self.queue, (now + timedelta(seconds=pace), self.seq, envelope, message))
-                    self.seq += 1
+                    # a third of the tasks are claimed first by a named worker (who may walk away)
+                    step = Step("claim", self.rng.choice(WORKERS)) if self.rng.random() < 0.3 else Step("confirm")
+                    self.push(now + timedelta(seconds=pace), envelope, message, step)
+
+    def push(self, when: datetime, envelope: Envelope, task: TaskCreated, step: Step) -> None:
+        heapq.heappush(self.queue, (when, self.seq, envelope, task, step))
+        self.seq += 1
 
     def next_due(self) -> datetime | None:
         return self.queue[0][0] if self.queue else None
@@ -53,14 +67,26 @@ class SimWorkers:
     def has_unread(self) -> bool:
         return any(self.broker.end(tp) > self.positions.get(tp[1], 0) for tp in self.partitions)
 
-    def take(self, now: datetime) -> tuple[Envelope, ConfirmTask] | None:
-        """The confirmation of the next task done by ``now`` (with the envelope of the task it confirms)."""
+    def take(self, now: datetime) -> tuple[Envelope, ClaimTask | ConfirmTask, str] | None:
+        """The next command due by ``now``: a claim or a confirmation, with the envelope of its task and what its
+        id derives from."""
         if not self.queue or self.queue[0][0] > now:
             return None
-        _, _, envelope, task = heapq.heappop(self.queue)
+        _, _, envelope, task, step = heapq.heappop(self.queue)
+        if step.kind == "claim":
+            ttl = self.rng.choice((5.0, 20.0))
+            if self.rng.random() < 0.15:  # walks away: the claim lapses, someone else confirms after it
+                self.push(now + timedelta(seconds=ttl + 0.5), envelope, task, Step("confirm"))
+            else:
+                self.push(now + timedelta(seconds=self.rng.uniform(0.1, ttl / 2)), envelope, task,
+                          Step("confirm", step.worker))
+            claim = ClaimTask(task_id=task.task_id, order_id=task.order_id, location=self.location,
+                              worker=step.worker, ttl_s=ttl)
+            return envelope, claim, f"claim:{step.worker}"
         if task.task_id not in self.confirmed:  # a task delivered twice is confirmed the same way again
             self.confirmed[task.task_id] = self.confirm(task)
-        return envelope, self.confirmed[task.task_id]
+        confirm = self.confirmed[task.task_id].model_copy(update={"worker": step.worker})
+        return envelope, confirm, "auto-confirm"
 
     def lose(self, sku: str, qty: int) -> None:
         """Units gone from the shelves (broken, stolen, misplaced): the next picks find fewer."""

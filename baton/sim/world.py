@@ -91,7 +91,7 @@ from schemas.topics import (
     WMS_TASKS,
     TopicSpec,
 )
-from schemas.wms import ExpectedLine, RequestCount, SupplyArrived
+from schemas.wms import ConfirmTask, ExpectedLine, RequestCount, SupplyArrived
 from services.inventory.app import InventoryService
 from services.orchestrator.app import ORDERS, Orchestrator
 from services.orchestrator.domain.order import OrderState
@@ -494,12 +494,16 @@ class World:
         taken = self.workers[location].take(self.clock.now)
         if taken is None:
             return
-        task_envelope, confirm = taken
-        self.note(f"workers@{location} confirm {confirm.task_id}"
-                  + (f" missing {[(m.sku, m.missing) for m in confirm.missing]}" if confirm.missing else "")
-                  + (f" counted {[(c.sku, c.qty, c.damaged) for c in confirm.counted]}" if confirm.counted else ""))
-        self.publish(WMS_COMMANDS, confirm.order_id, confirm, location=location,
-                     event_id=derived_id(task_envelope.id, "auto-confirm"), causationid=task_envelope.id)
+        task_envelope, command, derived_from = taken
+        if isinstance(command, ConfirmTask):
+            self.note(f"workers@{location} {command.worker} confirms {command.task_id}"
+                      + (f" missing {[(m.sku, m.missing) for m in command.missing]}" if command.missing else "")
+                      + (f" counted {[(c.sku, c.qty, c.damaged) for c in command.counted]}" if command.counted
+                         else ""))
+        else:
+            self.note(f"workers@{location} {command.worker} claims {command.task_id} for {command.ttl_s}s")
+        self.publish(WMS_COMMANDS, command.order_id, command, location=location,
+                     event_id=derived_id(task_envelope.id, derived_from), causationid=task_envelope.id)
 
     def play_due_events(self) -> None:
         while self.pending and self.t0 + timedelta(seconds=self.pending[0].at_s) <= self.clock.now:
