@@ -105,7 +105,7 @@ async def _gather(settings: Settings, order_id: str) -> tuple[dict[str, Any] | N
 async def read_timeline(settings: Settings, correlationid: str) -> list[TimelineEntry]:
     """Every event of the namespace's catalog topics correlated to ``correlationid``, causes first."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

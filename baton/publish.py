@@ -27,7 +27,7 @@ class Publisher:
         self.settings = settings
         self.source = source
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **settings.kafka_client_options(),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

@@ -35,7 +35,7 @@ async def read_records(
     """The records of a topic, partition by partition in offset order, up to the end offsets of now, or to the
     last record stamped at or before ``until``; only those with ``key`` when given."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

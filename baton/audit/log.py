@@ -106,7 +106,7 @@ async def read_log(
         partitions = [tp for tp in partitions if spec_name(catalog_name(settings, tp.topic)) in wanted
                       or catalog_name(settings, tp.topic) in wanted]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+        **settings.kafka_client_options(), group_id=None, enable_auto_commit=False,
         isolation_level="read_committed", max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=FETCH_BYTES,
         request_timeout_ms=30_000,
     )

@@ -111,7 +111,7 @@ async def _delete_group(admin: AIOKafkaAdminClient, client: AIOKafkaClient, grou
 
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    return AIOKafkaAdminClient(**settings.kafka_client_options(), request_timeout_ms=30000)
 
 
 async def ensure_topics(settings: Settings, locations: Iterable[str] = ()) -> tuple[list[str], list[str]]:
@@ -142,7 +142,7 @@ async def delete_namespace(settings: Settings) -> tuple[list[str], list[str]]:
             await admin.delete_topics(topics)
         groups = [str(g[0]) for g in await admin.list_consumer_groups() if str(g[0]).startswith(prefixes)]
         if groups:
-            client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+            client = AIOKafkaClient(**settings.kafka_client_options(), request_timeout_ms=30000)
             await client.bootstrap()
             try:
                 for group in groups:
@@ -190,9 +190,9 @@ class LagProbe:
             for group, topics in subscriptions(settings, list(locations)).items()
         }
         self.admin = _admin(settings)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        self.consumer = AIOKafkaConsumer(**settings.kafka_client_options())
         self.committed_reader = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed", enable_auto_commit=False
+            **settings.kafka_client_options(), isolation_level="read_committed", enable_auto_commit=False
         )
         self._empty_gaps: set[tuple[TopicPartition, int, int]] = set()  # gaps known to hold no committed record
 

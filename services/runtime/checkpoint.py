@@ -127,7 +127,7 @@ def kafka_bounds(settings: Settings, service: str, stores: Iterable[str]) -> Cha
 
     async def bounds(task: int) -> tuple[dict[str, int], dict[str, int]]:
         by_tp = {TopicPartition(changelog_name(settings, service, name), task): name for name in names}
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False,
                                     isolation_level="read_committed")
         await consumer.start()
         try:

@@ -170,6 +170,19 @@ class EngineStats:
         return figures
 
 
+class EngineObserver:
+    """What the engine tells an observer (metrics): every method is a no-op here; override what you need.
+    Called on the engine's loop, so each must be quick and never raise."""
+
+    def handled(self, message_type: str, seconds: float) -> None: ...
+
+    def dead_lettered(self, topic: str) -> None: ...
+
+    def batch(self, size: int) -> None: ...
+
+    def transaction(self, seconds: float, committed: bool) -> None: ...
+
+
 @dataclass
 class Task:
     """Task i owned by this process: its producer, stores (in the context) and where its inputs stand."""
@@ -239,6 +252,7 @@ class Engine:
         self._listener = _Rebalance(self)
         self._rejoin = False  # a task was fenced: ask the group again who owns what
         self._dead_letter_topic = settings.topic(DEAD_LETTERS.name)
+        self.observer = EngineObserver()  # replaced by whoever watches (``services.runtime.metrics``)
 
     # --- life cycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -246,7 +260,7 @@ class Engine:
         await self._ensure_changelogs()
         self._after_worker = asyncio.create_task(self._run_after_commit())
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **self.settings.kafka_client_options(),
             group_id=self.group,
             client_id=f"{self.group}-consumer",
             isolation_level="read_committed",
@@ -306,6 +320,18 @@ class Engine:
             return {}
         return await self.consumer.getmany(*wanted, timeout_ms=0, max_records=self.config.max_records)
 
+    def lag(self) -> dict[str, int]:
+        """Records not yet committed per input topic: the consumer's last known end offsets minus the tasks'
+        committed offsets (the assigned partitions only; 0 before the first fetch)."""
+        behind: dict[str, int] = {}
+        if self.consumer is None:
+            return behind
+        for task in self.tasks.values():
+            for tp, committed in task.committed.items():
+                end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
+                behind[tp.topic] = behind.get(tp.topic, 0) + max((end or committed) - committed, 0)
+        return behind
+
     def _has_pending(self) -> bool:
         return any(task.pending for task in self.tasks.values())
 
@@ -331,7 +357,7 @@ class Engine:
 
     async def _ensure_changelogs(self) -> None:
         """Each store's compacted changelog, with as many partitions as the inputs (one per task)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=30000)
+        admin = AIOKafkaAdminClient(**self.settings.kafka_client_options(), request_timeout_ms=30000)
         await admin.start()
         try:
             described = await admin.describe_topics(self.service.inputs())
@@ -415,7 +441,7 @@ class Engine:
         """The task's transactional producer; once it has its id, any older owner is fenced and its
         open transaction aborted, so the committed offsets and the changelog read next are final."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **self.settings.kafka_client_options(),
             client_id=f"{self.group}-task-{task_id}",
             transactional_id=f"{self.group}-task-{task_id}",
             enable_idempotence=True,
@@ -441,7 +467,7 @@ class Engine:
         if not stores:
             return 0
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **self.settings.kafka_client_options(),
             isolation_level="read_committed",
             enable_auto_commit=False,
             group_id=None,
@@ -525,6 +551,7 @@ class Engine:
             self.stats.pickup_lag_ms.append(time.time() * 1000 - records[start].timestamp)
         offsets, dead = self._apply(task, records, now, budget_s, start)
         applied = time.monotonic()
+        self.observer.batch(len(records) - start)
         self.stats.apply_seconds += applied - started
         self.stats.batches += 1
         if not (offsets or dead or task.ctx.outgoing):
@@ -589,6 +616,7 @@ class Engine:
             except InvalidMessage as exc:
                 dead.append(self._dead_letter(incoming, str(exc)))
                 continue
+            handling = time.perf_counter()
             try:
                 self.service.handle(ctx, envelope, message, incoming)
             except Exception as exc:
@@ -597,6 +625,7 @@ class Engine:
                 dead.append(self._dead_letter(incoming, f"handler error on {envelope.type}: {exc!r}"))
                 self._reapply(ctx, applied, dead)
                 continue
+            self.observer.handled(envelope.type, time.perf_counter() - handling)
             applied.append((envelope, message, incoming))
         return offsets, dead
 
@@ -633,6 +662,7 @@ class Engine:
             event_id=f"dlq:{key}",
         )
         self.stats.dead_lettered += 1
+        self.observer.dead_lettered(incoming.topic)
         log.warning("dead_lettered", topic=incoming.topic, offset=incoming.offset, reason=reason[:500])
         return Outgoing(self._dead_letter_topic, key.encode(), encode(envelope))
 
@@ -654,14 +684,17 @@ class Engine:
         gap = task.last_commit + self.config.min_commit_gap_s - time.monotonic()
         if gap > 0:
             await asyncio.sleep(gap)
+        began = time.monotonic()
         try:
             delivered = await asyncio.wait_for(
                 self._transaction(task.producer, records, offsets), timeout=self.config.commit_timeout_s
             )
         except FENCED as exc:
+            self.observer.transaction(time.monotonic() - began, committed=False)
             await self._fenced(task, exc)
             return exc
         except Exception as exc:
+            self.observer.transaction(time.monotonic() - began, committed=False)
             log.error("commit_failed", task=task.id, error=repr(exc), trace=traceback.format_exc(limit=8))
             await self._abort(task, backoff=backoff)
             task.last_commit = time.monotonic()
@@ -672,6 +705,7 @@ class Engine:
         for store_name, meta in zip(changelog_of, delivered, strict=False):
             task.changelog_next[store_name] = max(task.changelog_next.get(store_name, 0), meta.offset + 1)
         task.committed.update(offsets)
+        self.observer.transaction(time.monotonic() - began, committed=True)
         self.stats.transactions += 1
         self.stats.records_written += len(records)
         self.stats.changelog_records += len(changelog)

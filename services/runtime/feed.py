@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.base import Message
 from schemas.envelope import InvalidMessage, decode
 from services.runtime.logs import get_logger
+from services.runtime.settings import kafka_connection
 
 log = get_logger(__name__)
 
@@ -41,7 +42,7 @@ class TopicFeed:
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             self.topic,
-            bootstrap_servers=self.bootstrap,
+            **kafka_connection(self.bootstrap),
             enable_auto_commit=False,
             group_id=None,
             auto_offset_reset="earliest",

@@ -12,7 +12,7 @@ from services.runtime.settings import Settings
 
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    return AIOKafkaAdminClient(**settings.kafka_client_options(), request_timeout_ms=30000)
 
 
 async def existing_topics(settings: Settings) -> set[str]:
@@ -52,7 +52,7 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[Envelope | No
     if not tps:
         return []
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        **settings.kafka_client_options(), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:

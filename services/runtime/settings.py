@@ -80,12 +80,15 @@ class Settings(BaseSettings):
         return options
 
     def kafka_credentials(self) -> tuple[str, str]:
-        """(username, password): the environment first, then the credentials file, then the per-instance file."""
+        """(username, password): this instance's own file first (a service started by a runner that itself runs
+        as an operator), then the environment, then the credentials file."""
+        if self.kafka_credentials_dir is not None and self.instance_id:
+            own = self.kafka_credentials_dir / f"{self.instance_id}.properties"
+            if own.exists():
+                return read_credentials(own)
         if self.kafka_username and self.kafka_password:
             return self.kafka_username, self.kafka_password.get_secret_value()
         path = self.kafka_credentials_file
-        if path is None and self.kafka_credentials_dir is not None and self.instance_id:
-            path = self.kafka_credentials_dir / f"{self.instance_id}.properties"
         if path is None:
             raise ValueError("a secured Kafka needs BATON_KAFKA_USERNAME/PASSWORD or a credentials file")
         return read_credentials(path)
@@ -105,3 +108,8 @@ def read_credentials(path: Path) -> tuple[str, str]:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def kafka_connection(bootstrap: str) -> dict[str, Any]:
+    """Client kwargs for a component handed only a bootstrap string: this process's security settings."""
+    return {**get_settings().kafka_client_options(), "bootstrap_servers": bootstrap}

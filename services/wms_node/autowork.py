@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas.envelope import InvalidMessage, decode, derived_id, encode, envelope_for
 from schemas.wms import TaskCreated
 from services.runtime.logs import get_logger
+from services.runtime.settings import kafka_connection
 from services.wms_node.domain.workers import AutoWorker
 
 log = get_logger(__name__)
@@ -64,16 +65,16 @@ class AutoWorkers:
 
     async def _work(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
+            **kafka_connection(self.bootstrap), group_id=self.group, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
         )
         # confirmations go out idempotently, outside any transaction: an open transaction on the node's inbox
         # (a worker killed part-way) would hold every later message of the inbox from the node until it timed out
-        sender = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+        sender = AIOKafkaProducer(**kafka_connection(self.bootstrap), enable_idempotence=True, acks="all", linger_ms=5,
                                   compression_type="lz4")
         # the task topic's offsets are committed in the node's group in offsets-only transactions (a consumer
         # outside the group cannot commit in it otherwise)
-        committer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, transactional_id=f"{self.group}-auto-workers",
+        committer = AIOKafkaProducer(**kafka_connection(self.bootstrap), transactional_id=f"{self.group}-auto-workers",
                                      enable_idempotence=True, acks="all")
         await consumer.start()
         await sender.start()
@@ -101,7 +102,7 @@ class AutoWorkers:
 
     async def _partitions(self) -> list[TopicPartition]:
         """The task topic's partitions (a consumer that joins no group knows only what it asks the cluster)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_connection(self.bootstrap))
         await admin.start()
         try:
             while True:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from schemas.base import Message
 from schemas.envelope import derived_id, encode, envelope_for
 from schemas.wms import CountedLine
+from services.runtime.settings import kafka_connection
 from services.wms_node.commands import claim_command, confirm_command, release_command
 from services.wms_node.domain.layout import layout_for
 from services.wms_node.domain.model import Site, SkuStock, task_key
@@ -47,7 +48,7 @@ class CommandDesk:
         self.waiting: dict[str, asyncio.Future[Document]] = {}
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        self.producer = AIOKafkaProducer(**kafka_connection(self.bootstrap), acks="all", enable_idempotence=True)
         await self.producer.start()
 
     async def send(self, message: Message) -> Document:
