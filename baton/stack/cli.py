@@ -14,7 +14,7 @@ from baton.stack.local import LocalStack, StackError, StackStatus
 from services.runtime.settings import get_settings
 
 stack_app = typer.Typer(
-    help="The local stack: a single-node Kafka (KRaft, from its jars) and Redis.",
+    help="The local stack: Kafka (KRaft, from its jars; one node or a three-node cluster), Redis, optionally secured.",
     no_args_is_help=True,
 )
 out = Console()
@@ -25,8 +25,10 @@ def _say(message: str) -> None:
     err.print(f"[dim]{message}[/dim]")
 
 
-def _stack(timeout: float = 90.0) -> LocalStack:
-    return LocalStack(get_settings(), timeout=timeout, echo=_say)
+def _stack(
+    timeout: float = 90.0, brokers: int | None = None, secure: bool | None = None, locations: tuple[str, ...] = ()
+) -> LocalStack:
+    return LocalStack(get_settings(), timeout=timeout, echo=_say, brokers=brokers, secure=secure, locations=locations)
 
 
 def _run(action: Callable[[], StackStatus]) -> StackStatus:
@@ -52,12 +54,36 @@ def _table(status: StackStatus) -> Table:
 def up(
     fresh: bool = typer.Option(False, "--fresh", help="Wipe the local Kafka data first."),
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to answer."),
+    brokers: int = typer.Option(1, "--brokers", min=1, max=3, help="1, or 3 for a cluster (replication 3, min ISR 2)."),
+    secure: bool = typer.Option(False, "--secure", help="SASL/SCRAM-SHA-512, ACLs per principal, Redis users."),
+    locations: str = typer.Option("", help="Secured: the WMS locations that get a principal, e.g. WH-A,WH-B."),
 ) -> None:
     """Start whatever of Kafka and Redis does not answer yet (idempotent)."""
     began = time.monotonic()
-    status = _run(lambda: _stack(timeout).up(fresh=fresh))
+    wanted = tuple(loc.strip() for loc in locations.split(",") if loc.strip())
+    stack = _stack(timeout, brokers, secure, wanted)
+    status = _run(lambda: stack.up(fresh=fresh))
     out.print(_table(status))
     out.print(f"ready in {time.monotonic() - began:.1f} s")
+    if brokers > 1 or secure:
+        out.print("clients of this stack take (passwords stay in their files, never printed):")
+        for line in client_environment(stack):
+            out.print(f"  export {line}", highlight=False, markup=False)
+
+
+def client_environment(stack: LocalStack) -> list[str]:
+    """The BATON_* settings that point the CLI and the services at this stack, as the operator."""
+    lines = [f"BATON_KAFKA_BOOTSTRAP={stack.bootstrap}"]
+    if stack.layout.brokers > 1:
+        lines.append(f"BATON_REPLICATION_FACTOR={stack.layout.brokers}")
+    if stack.layout.secure:
+        lines += [
+            "BATON_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
+            f"BATON_KAFKA_CREDENTIALS_DIR={stack.credentials_dir}",
+            f"BATON_KAFKA_CREDENTIALS_FILE={stack.credentials_dir / 'admin.properties'}",
+            "BATON_REDIS_URL=redis://admin:<password in admin.properties>@" + str(stack.redis_ep) + "/0",
+        ]
+    return lines
 
 
 @stack_app.command()

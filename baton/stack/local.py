@@ -1,15 +1,22 @@
-"""The local stack: a real single-node Kafka (KRaft, run from its Maven Central jars) and Redis.
+"""The local stack: a real Kafka (KRaft, run from its Maven Central jars: one node, or a three-node
+cluster with ``--brokers 3``) and Redis, optionally secured (``--secure``: SASL/SCRAM, ACLs, Redis users).
 
-Whatever already answers at ``BATON_KAFKA_BOOTSTRAP`` / ``BATON_REDIS_URL`` is reused and never
-touched. What baton starts itself is recorded by PID file under ``<home>/stack/`` and is the only
-thing ``down`` stops: by PID, after checking the PID still runs the expected program.
+A cluster's nodes listen on consecutive ports from ``BATON_KAFKA_BOOTSTRAP``'s (e.g. 19092-19094) with their
+controllers 100 above (19192-19194). The shape (brokers, secure) is recorded in ``<home>/stack/layout.json``,
+so ``status`` and ``down`` handle what ``up`` started.
+
+Whatever already answers at ``BATON_KAFKA_BOOTSTRAP`` / ``BATON_REDIS_URL`` is reused and never touched.
+What baton starts itself is recorded by PID file under ``<home>/stack/`` and is the only thing ``down`` stops:
+by PID, after checking the PID still runs the expected program.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
@@ -21,14 +28,17 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
 
 import redis
+from aiokafka.admin import AIOKafkaAdminClient
 
+from baton.stack import security
 from services.runtime.settings import Settings, get_settings, project_root
 
 KAFKA = "kafka"
@@ -40,6 +50,8 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 MIN_JAVA = 17
 STOP_GRACE_S = 30.0
 KAFKA_JVM_OPTS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+CLUSTER_JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+CONTROLLER_PORT_OFFSET = 100  # a cluster node's controller listens this far above its client port
 LOG_TAIL_LINES = 40
 
 log = logging.getLogger(__name__)
@@ -99,10 +111,12 @@ class ServiceStatus:
 class StackStatus:
     kafka: ServiceStatus
     redis: ServiceStatus
+    brokers: tuple[ServiceStatus, ...] = ()  # a cluster's nodes, one by one (empty for one broker)
+    secure: bool = False
 
     @property
     def services(self) -> tuple[ServiceStatus, ...]:
-        return (self.kafka, self.redis)
+        return (self.kafka, *self.brokers, self.redis)
 
     @property
     def healthy(self) -> bool:
@@ -113,7 +127,61 @@ class StackStatus:
         return tuple(service.name for service in self.services if service.started_now)
 
     def to_dict(self) -> dict[str, object]:
-        return {service.name: service.to_dict() for service in self.services}
+        return {
+            **{service.name: service.to_dict() for service in self.services},
+            "brokers": len(self.brokers) or 1,
+            "secure": self.secure,
+        }
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shape of the Kafka a home's stack runs: how many nodes, secured or not, the cluster id."""
+
+    brokers: int = 1
+    secure: bool = False
+    cluster_id: str = field(default_factory=lambda: new_cluster_id())
+    locations: tuple[str, ...] = ()
+
+    def same_shape(self, other: Layout) -> bool:
+        return (self.brokers, self.secure) == (other.brokers, other.secure)
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    node_id: int
+    name: str  # "kafka" alone, "kafka-1".."kafka-3" in a cluster: the PID file and log directory names
+    endpoint: Endpoint
+    controller_port: int
+    directory: Path
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "server.properties"
+
+
+def kafka_nodes(base: Endpoint, brokers: int, stack_dir: Path) -> list[KafkaNode]:
+    """One node keeps its historical names and ports (controller on port + 1); a cluster counts up."""
+    if brokers == 1:
+        return [KafkaNode(1, KAFKA, base, base.port + 1, stack_dir / KAFKA)]
+    return [
+        KafkaNode(
+            i,
+            f"{KAFKA}-{i}",
+            Endpoint(base.host, base.port + i - 1),
+            base.port + CONTROLLER_PORT_OFFSET + i - 1,
+            stack_dir / f"{KAFKA}-{i}",
+        )
+        for i in range(1, brokers + 1)
+    ]
+
+
+def marker_of(name: str) -> str:
+    return PROCESS_MARKERS[KAFKA] if name.startswith(KAFKA) else PROCESS_MARKERS[name]
 
 
 # --- probes -----------------------------------------------------------------------------------
@@ -157,6 +225,44 @@ def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
     except (OSError, ValueError):
         return False
     return answered_id == correlation_id and brokers > 0
+
+
+def _api_versions_request(correlation_id: int) -> bytes:
+    """ApiVersions v0: answered before authentication, so it probes a SASL listener too."""
+    client_id = b"baton-stack"
+    header = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
+    return struct.pack(">i", len(header)) + header
+
+
+def kafka_node_answers(endpoint: Endpoint, timeout: float = 2.0) -> bool:
+    """True when a broker at ``endpoint`` answers ApiVersions without error (no credentials needed)."""
+    correlation_id = os.getpid() & 0x7FFFFFFF
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(_api_versions_request(correlation_id))
+            _size, answered_id, error = struct.unpack(">iih", _recv_exact(sock, 10))
+    except (OSError, ValueError):
+        return False
+    return answered_id == correlation_id and error == 0
+
+
+async def _count_brokers(settings: Settings) -> int:
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), request_timeout_ms=10000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return len(cluster["brokers"])
+    finally:
+        await admin.close()
+
+
+def cluster_brokers(settings: Settings) -> int:
+    """How many brokers the cluster's metadata lists (0 when it cannot be asked)."""
+    try:
+        return asyncio.run(asyncio.wait_for(_count_brokers(settings), 15))
+    except Exception:  # any failure to ask means "not ready yet"
+        return 0
 
 
 def redis_answers(url: str, timeout: float = 2.0) -> bool:
@@ -285,23 +391,60 @@ class LocalStack:
         *,
         timeout: float = 90.0,
         echo: Callable[[str], None] | None = None,
+        brokers: int | None = None,
+        secure: bool | None = None,
+        locations: tuple[str, ...] = (),
+        jars_dir: Path | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.timeout = timeout
         self.echo = echo or log.info
-        self.jars_dir = self.settings.home / "kafka-jars"
+        self.jars_dir = jars_dir or self.settings.home / "kafka-jars"
         self.stack_dir = self.settings.home / "stack"
         self.kafka_dir = self.stack_dir / "kafka"
         self.kafka_data = self.kafka_dir / "data"
         self.redis_dir = self.stack_dir / "redis"
+        self.credentials_dir = self.stack_dir / "credentials"
         self.kafka_ep = kafka_endpoint(self.settings.kafka_bootstrap)
         self.redis_ep = redis_endpoint(self.settings.redis_url)
+        self.recorded = self._read_layout()
+        wanted = Layout(brokers or (self.recorded or Layout()).brokers, secure if secure is not None else
+                        (self.recorded or Layout()).secure, locations=locations)
+        if self.recorded is not None and self.recorded.same_shape(wanted):
+            wanted = Layout(wanted.brokers, wanted.secure, self.recorded.cluster_id,
+                            tuple(sorted({*self.recorded.locations, *locations})))
+        self.layout = wanted
+        self.nodes = kafka_nodes(self.kafka_ep, self.layout.brokers, self.stack_dir)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, for clients of a cluster."""
+        return ",".join(str(node.endpoint) for node in self.nodes)
+
+    def admin_settings(self) -> Settings:
+        """Settings that reach this stack as its super user (the admin principal when secured)."""
+        update: dict[str, object] = {"kafka_bootstrap": self.bootstrap}
+        if self.layout.secure:
+            update.update(
+                kafka_security_protocol="SASL_PLAINTEXT",
+                kafka_credentials_file=self.credentials_dir / f"{security.ADMIN}.properties",
+                kafka_credentials_dir=None,
+                kafka_username=None,
+                kafka_password=None,
+                redis_url=self.redis_url_for(security.ADMIN),
+            )
+        return self.settings.model_copy(update=update)
+
+    def redis_url_for(self, principal: str) -> str:
+        password = security.read_credentials(self.credentials_dir / f"{principal}.properties")[1]
+        return f"redis://{principal}:{password}@{self.redis_ep}/0"
 
     # public -------------------------------------------------------------------------------
 
     def up(self, *, fresh: bool = False) -> StackStatus:
         """Make Kafka and Redis answer (idempotent); what this starts stays up until ``down``."""
         with self._locked():
+            self._check_layout(fresh)
             status = self._up(fresh=fresh)
             self._ephemeral_file.unlink(missing_ok=True)
             return status
@@ -309,7 +452,7 @@ class LocalStack:
     def down(self, *, wipe: bool = False) -> StackStatus:
         """Stop what baton started (by PID file); ``wipe`` also deletes Kafka's data."""
         with self._locked():
-            for name in SERVICES:
+            for name in (*self._node_names(), REDIS):
                 self._stop(name)
             self._ephemeral_file.unlink(missing_ok=True)
             if wipe:
@@ -335,7 +478,9 @@ class LocalStack:
             lease.unlink(missing_ok=True)
             if self._live_leases():
                 return ()
-            names = tuple(name for name in self._ephemeral() if self._stop(name))
+            ephemeral = self._ephemeral()
+            kafka = self._node_names() if KAFKA in ephemeral else ()
+            names = tuple(name for name in (*kafka, *(n for n in ephemeral if n != KAFKA)) if self._stop(name))
             self._ephemeral_file.unlink(missing_ok=True)
             return names
 
@@ -348,13 +493,64 @@ class LocalStack:
     def owned_pid(self, name: str) -> int | None:
         """The PID baton recorded for ``name`` if that process still runs the expected program."""
         pid = read_pid(self.pid_file(name))
-        return pid if pid is not None and process_matches(pid, PROCESS_MARKERS[name]) else None
+        return pid if pid is not None and process_matches(pid, marker_of(name)) else None
+
+    def node_pid(self, node_id: int) -> int | None:
+        """The PID of a cluster node baton started (for fault tests: kill -9 one broker, start it again)."""
+        return self.owned_pid(self.nodes[node_id - 1].name)
+
+    def start_node(self, node_id: int) -> None:
+        """Start one stopped node of this stack again (its storage is kept) and wait until it answers."""
+        node = self.nodes[node_id - 1]
+        if self.owned_pid(node.name) is None:
+            self._spawn(node.name, self._kafka_argv(self._require_tools(), node))
+        self._await(node.name, lambda: kafka_node_answers(node.endpoint))
+
+    # layout -------------------------------------------------------------------------------
+
+    @property
+    def _layout_file(self) -> Path:
+        return self.stack_dir / "layout.json"
+
+    def _read_layout(self) -> Layout | None:
+        try:
+            raw = json.loads(self._layout_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return Layout(raw["brokers"], raw["secure"], raw["cluster_id"], tuple(raw.get("locations", ())))
+
+    def _write_layout(self) -> None:
+        self.stack_dir.mkdir(parents=True, exist_ok=True)
+        self._layout_file.write_text(json.dumps(asdict(self.layout), indent=2) + "\n")
+
+    def _node_names(self) -> tuple[str, ...]:
+        """Every Kafka node name this home may have started, whatever the layout (so ``down`` misses none)."""
+        names = {node.name for node in self.nodes}
+        if self.recorded is not None:
+            names |= {node.name for node in kafka_nodes(self.kafka_ep, self.recorded.brokers, self.stack_dir)}
+        return tuple(sorted(names))
+
+    def _check_layout(self, fresh: bool) -> None:
+        recorded = self.recorded
+        if recorded is None or recorded.same_shape(self.layout) or fresh:
+            return
+        running = [name for name in self._node_names() if self.owned_pid(name) is not None]
+        if running:
+            raise StackError(
+                f"a {recorded.brokers}-broker{' secured' if recorded.secure else ''} stack runs in {self.stack_dir}; "
+                "stop it (`baton stack down`) before starting another shape."
+            )
+        raise StackError(
+            f"{self.stack_dir} holds a {recorded.brokers}-broker{' secured' if recorded.secure else ''} Kafka's data; "
+            "use --fresh to wipe it for the new shape."
+        )
 
     # up / down ----------------------------------------------------------------------------
 
     def _up(self, *, fresh: bool = False) -> StackStatus:
         if fresh:
             self._wipe_kafka()
+        self._write_layout()
         started: list[str] = []
         try:
             if self._ensure_kafka():
@@ -368,12 +564,21 @@ class LocalStack:
         return self._status(started=tuple(started))
 
     def _status(self, started: tuple[str, ...] = ()) -> StackStatus:
-        kafka_up = kafka_answers(self.settings.kafka_bootstrap)
-        redis_up = redis_answers(self.settings.redis_url)
-        return StackStatus(
-            kafka=self._service(KAFKA, self.settings.kafka_bootstrap, kafka_up, started),
-            redis=self._service(REDIS, str(self.redis_ep), redis_up, started),
+        redis_up = redis_answers(self._redis_probe_url())
+        redis_status = self._service(REDIS, str(self.redis_ep), redis_up, started)
+        if self.layout.brokers == 1 and not self.layout.secure:
+            kafka_up = kafka_answers(self.settings.kafka_bootstrap)
+            return StackStatus(self._service(KAFKA, self.settings.kafka_bootstrap, kafka_up, started), redis_status)
+        nodes = tuple(
+            self._service(node.name, str(node.endpoint), kafka_node_answers(node.endpoint), started)
+            for node in self.nodes
         )
+        brokers = nodes if self.layout.brokers > 1 else ()
+        cluster_up = all(node.answering for node in nodes)
+        first = nodes[0]
+        kafka = ServiceStatus(KAFKA, self.bootstrap, cluster_up, first.pid if not brokers else None,
+                              KAFKA in started, first.log if not brokers else None)
+        return StackStatus(kafka, redis_status, brokers, self.layout.secure)
 
     def _service(self, name: str, address: str, answering: bool, started: tuple[str, ...]) -> ServiceStatus:
         pid = self.owned_pid(name)
@@ -384,7 +589,7 @@ class LocalStack:
         """Stop the process of ``name``'s PID file if it is still that program; drop the file."""
         pid_file = self.pid_file(name)
         pid = read_pid(pid_file)
-        stopped = pid is not None and stop_pid(pid, PROCESS_MARKERS[name])
+        stopped = pid is not None and stop_pid(pid, marker_of(name))
         if stopped:
             self.echo(f"stopped {name} (pid {pid})")
         elif pid is not None:
@@ -393,14 +598,22 @@ class LocalStack:
         return stopped
 
     def _wipe_kafka(self) -> None:
-        self._stop(KAFKA)
-        if kafka_answers(self.settings.kafka_bootstrap):
+        names = self._node_names()
+        for name in names:
+            self._stop(name)
+        answering = [node for node in self.nodes if kafka_node_answers(node.endpoint)]
+        if answering:
             raise StackError(
-                f"Kafka at {self.kafka_ep} was not started by baton; only the local stack's data "
-                f"({self.kafka_data}) can be wiped. Stop that broker first."
+                f"Kafka at {answering[0].endpoint} was not started by baton; only the local stack's data "
+                f"({self.stack_dir}) can be wiped. Stop that broker first."
             )
-        shutil.rmtree(self.kafka_data, ignore_errors=True)
-        self.echo(f"wiped {self.kafka_data}")
+        for name in names:
+            shutil.rmtree(self.stack_dir / name / "data", ignore_errors=True)
+        shutil.rmtree(self.credentials_dir, ignore_errors=True)
+        self._layout_file.unlink(missing_ok=True)
+        self.recorded = None
+        self.layout = Layout(self.layout.brokers, self.layout.secure, locations=self.layout.locations)
+        self.echo(f"wiped the Kafka data under {self.stack_dir}")
 
     def _check_can_start(self, name: str, endpoint: Endpoint, env_var: str) -> None:
         if not endpoint.local:
@@ -440,23 +653,59 @@ class LocalStack:
     # kafka --------------------------------------------------------------------------------
 
     def _ensure_kafka(self) -> bool:
-        """Make Kafka answer; True when this call started it."""
+        """Make Kafka answer (every node of a cluster, the ACLs of a secured one); True when this call started it."""
+        if self.layout.brokers == 1 and not self.layout.secure:
+            return self._ensure_single_kafka()
+        started = False
+        java: str | None = None
+        for node in self.nodes:
+            if self.owned_pid(node.name) is not None or kafka_node_answers(node.endpoint):
+                continue
+            self._check_can_start(node.name, node.endpoint, "BATON_KAFKA_BOOTSTRAP")
+            java = java or self._prepare_kafka()
+            self._write_kafka_config(node)
+            self._format_storage(java, node)
+            self._spawn(node.name, self._kafka_argv(java, node))
+            started = True
+        for node in self.nodes:
+            self._await(node.name, partial(kafka_node_answers, node.endpoint))
+        self._await_cluster()
+        if self.layout.secure:
+            count = security.apply_acls(self.admin_settings(), self.layout.locations)
+            self.echo(f"granted {count} ACLs in namespace {self.settings.namespace}")
+        return started
+
+    def _ensure_single_kafka(self) -> bool:
         if kafka_answers(self.settings.kafka_bootstrap):
             return False
+        node = self.nodes[0]
         pid = self.owned_pid(KAFKA)
         if pid is None:
             self._check_can_start(KAFKA, self.kafka_ep, "BATON_KAFKA_BOOTSTRAP")
             java = self._prepare_kafka()
-            self._spawn(KAFKA, self._kafka_argv(java))
+            self._write_kafka_config(node)
+            self._format_storage(java, node)
+            self._spawn(KAFKA, self._kafka_argv(java, node))
         self._await(KAFKA, lambda: kafka_answers(self.settings.kafka_bootstrap))
         return pid is None
 
+    def _await_cluster(self) -> None:
+        """Wait until the metadata lists every node (a topic of replication 3 needs three brokers)."""
+        deadline = time.monotonic() + self.timeout
+        admin = self.admin_settings()
+        while (seen := cluster_brokers(admin)) < self.layout.brokers:
+            if time.monotonic() > deadline:
+                wanted = self.layout.brokers
+                raise StackError(f"the cluster lists {seen} of {wanted} brokers after {self.timeout:.0f} s")
+            time.sleep(0.5)
+
     def _prepare_kafka(self) -> str:
-        """Check the tools, fetch the jars once, write the config and format storage; returns java."""
+        """Check the tools, fetch the jars once, generate the credentials of a secured stack; returns java."""
         java = self._require_tools()
         self._fetch_jars()
-        self._write_kafka_config()
-        self._format_storage(java)
+        if self.layout.secure:
+            names = [security.CONTROLLER, *security.principals(self.layout.locations)]
+            security.ensure_credentials(self.credentials_dir, names)
         return java
 
     def _jars_present(self) -> bool:
@@ -489,65 +738,97 @@ class LocalStack:
             output = "\n".join((done.stdout + done.stderr).splitlines()[-LOG_TAIL_LINES:])
             raise StackError(f"mvn could not fetch the Kafka jars (exit {done.returncode}):\n{output}")
 
-    @property
-    def _kafka_config(self) -> Path:
-        return self.kafka_dir / "server.properties"
-
-    def _write_kafka_config(self) -> None:
-        self.kafka_dir.mkdir(parents=True, exist_ok=True)
+    def _write_kafka_config(self, node: KafkaNode) -> None:
+        node.directory.mkdir(parents=True, exist_ok=True)
+        cluster = self.layout.brokers > 1
+        voters = ",".join(f"{n.node_id}@{n.endpoint.host}:{n.controller_port}" for n in self.nodes)
+        protocol = "SASL_PLAINTEXT" if self.layout.secure else "PLAINTEXT"
         config = Template(_stack_resource("server.properties")).substitute(
-            host=self.kafka_ep.host,
-            port=self.kafka_ep.port,
-            controller_port=self.kafka_ep.port + 1,
-            data_dir=self.kafka_data,
+            node_id=node.node_id,
+            quorum_voters=voters,
+            host=node.endpoint.host,
+            port=node.endpoint.port,
+            controller_port=node.controller_port,
+            broker_protocol=protocol,
+            controller_protocol=protocol,
+            data_dir=node.data,
+            replication=3 if cluster else 1,
+            min_isr=2 if cluster else 1,
+            security=self._security_config() if self.layout.secure else "",
         )
-        self._kafka_config.write_text(config)
+        node.config.write_text(config)
         for name in ("log4j.properties", "log4j2.properties"):
-            (self.kafka_dir / name).write_text(_stack_resource(name))
+            (node.directory / name).write_text(_stack_resource(name))
 
-    def _java_base(self, java: str) -> list[str]:
+    def _security_config(self) -> str:
+        return Template(_stack_resource("security.properties")).substitute(
+            admin_password=self._password(security.ADMIN),
+            controller_password=self._password(security.CONTROLLER),
+        )
+
+    def _password(self, principal: str) -> str:
+        return security.read_credentials(self.credentials_dir / f"{principal}.properties")[1]
+
+    def _java_base(self, java: str, node: KafkaNode) -> list[str]:
         return [
             java,
-            f"-Dlog4j.configuration=file:{self.kafka_dir / 'log4j.properties'}",
-            f"-Dlog4j2.configurationFile={self.kafka_dir / 'log4j2.properties'}",
+            f"-Dlog4j.configuration=file:{node.directory / 'log4j.properties'}",
+            f"-Dlog4j2.configurationFile={node.directory / 'log4j2.properties'}",
             "-cp",
             f"{self.jars_dir}/*",
         ]
 
-    def _format_storage(self, java: str) -> None:
-        if (self.kafka_data / "meta.properties").exists():
+    def _format_storage(self, java: str, node: KafkaNode) -> None:
+        if (node.data / "meta.properties").exists():
             return
-        argv = [*self._java_base(java), "kafka.tools.StorageTool", "format"]
-        argv += ["-t", new_cluster_id(), "-c", str(self._kafka_config), "--ignore-formatted"]
+        argv = [*self._java_base(java, node), "kafka.tools.StorageTool", "format"]
+        argv += ["-t", self.layout.cluster_id, "-c", str(node.config), "--ignore-formatted"]
+        if self.layout.secure:
+            for principal in security.principals(self.layout.locations):
+                argv += ["--add-scram", f"SCRAM-SHA-512=[name={principal},password={self._password(principal)}]"]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{done.stdout}{done.stderr}")
-        self.echo(f"formatted Kafka storage in {self.kafka_data}")
+        self.echo(f"formatted Kafka storage in {node.data}")
 
-    def _kafka_argv(self, java: str) -> list[str]:
-        base = self._java_base(java)
-        return [base[0], *KAFKA_JVM_OPTS, *base[1:], "kafka.Kafka", str(self._kafka_config)]
+    def _kafka_argv(self, java: str, node: KafkaNode) -> list[str]:
+        base = self._java_base(java, node)
+        options = CLUSTER_JVM_OPTS if self.layout.brokers > 1 else KAFKA_JVM_OPTS
+        return [base[0], *options, *base[1:], "kafka.Kafka", str(node.config)]
 
     # redis --------------------------------------------------------------------------------
 
     def _ensure_redis(self) -> bool:
         """Make Redis answer; True when this call started it."""
-        if redis_answers(self.settings.redis_url):
+        if redis_answers(self._redis_probe_url()):
             return False
         pid = self.owned_pid(REDIS)
         if pid is None:
             self._check_can_start(REDIS, self.redis_ep, "BATON_REDIS_URL")
             self._spawn(REDIS, self._redis_argv(self._redis_server()))
-        self._await(REDIS, lambda: redis_answers(self.settings.redis_url))
+        self._await(REDIS, lambda: redis_answers(self._redis_probe_url()))
         return pid is None
+
+    def _redis_probe_url(self) -> str:
+        if self.layout.secure and (self.credentials_dir / f"{security.ADMIN}.properties").exists():
+            return self.redis_url_for(security.ADMIN)
+        return self.settings.redis_url
 
     def _redis_argv(self, server: str) -> list[str]:
         self.redis_dir.mkdir(parents=True, exist_ok=True)
-        return [
+        argv = [
             server,
             *("--port", str(self.redis_ep.port), "--bind", "127.0.0.1", "-::1"),
             *("--dir", str(self.redis_dir), "--save", "", "--appendonly", "no", "--daemonize", "no"),
         ]
+        if self.layout.secure:
+            acl_file = self.redis_dir / "users.acl"
+            names = security.principals(self.layout.locations)
+            passwords = security.ensure_credentials(self.credentials_dir, names)
+            acl_file.write_text(security.redis_acl_file(self.settings.namespace, passwords))
+            acl_file.chmod(0o600)
+            argv += ["--aclfile", str(acl_file)]
+        return argv
 
     def _redis_server(self) -> str:
         found = shutil.which("redis-server")
