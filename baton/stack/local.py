@@ -96,11 +96,14 @@ class ServiceStatus:
     pid: int | None = None
     started_now: bool = False
     log: str | None = None
+    nodes_owned: int = 0  # a cluster's summary row: how many of its nodes baton started
 
     @property
     def owner(self) -> str:
         if self.pid is not None:
             return f"baton (pid {self.pid})"
+        if self.nodes_owned:
+            return f"baton ({self.nodes_owned} nodes)"
         return "external" if self.answering else "-"
 
     def to_dict(self) -> dict[str, object]:
@@ -576,8 +579,9 @@ class LocalStack:
         brokers = nodes if self.layout.brokers > 1 else ()
         cluster_up = all(node.answering for node in nodes)
         first = nodes[0]
+        owned = sum(node.pid is not None for node in nodes) if brokers else 0
         kafka = ServiceStatus(KAFKA, self.bootstrap, cluster_up, first.pid if not brokers else None,
-                              KAFKA in started, first.log if not brokers else None)
+                              KAFKA in started, first.log if not brokers else None, owned)
         return StackStatus(kafka, redis_status, brokers, self.layout.secure)
 
     def _service(self, name: str, address: str, answering: bool, started: tuple[str, ...]) -> ServiceStatus:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.admin import CreateAclsRequest_v1
+from aiokafka.protocol.api import Request
 
 from services.runtime.settings import Settings, read_credentials
 
@@ -131,13 +132,25 @@ def namespace_acls(settings: Settings, locations: Iterable[str]) -> list[Acl]:
     return service_acls(settings, locations) + people_acls(settings)
 
 
+class CreateManyAcls(Request[CreateAclsRequest_v1]):
+    """CreateAcls v1 with many bindings in one request (aiokafka's own ``CreateAclsRequest`` carries one)."""
+
+    API_KEY = 30
+
+    def __init__(self, creations: list[tuple[int, str, int, str, str, int, int]]) -> None:
+        self.creations = creations
+
+    def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
+        return request_struct_class(self.creations)
+
+
 async def create_acls(admin_settings: Settings, acls: list[Acl]) -> None:
     """CreateAcls through aiokafka's public client (its admin client has no ACL call); idempotent in Kafka."""
     client = AIOKafkaClient(**admin_settings.kafka_client_options(), request_timeout_ms=30000)
     await client.bootstrap()
     try:
         node = client.get_random_node()
-        response = await client.send(node, CreateAclsRequest_v1([acl.creation() for acl in acls]))
+        response = await client.send(node, CreateManyAcls([acl.creation() for acl in acls]))
         failures = [(code, text) for code, text in response.creation_responses if code != 0]
         if failures:
             raise RuntimeError(f"CreateAcls refused {len(failures)} bindings, e.g. {failures[0]}")

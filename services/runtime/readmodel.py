@@ -17,6 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from schemas.inventory import AvailabilityChanged
+from services.runtime.settings import redis_connection_url
 
 # HSET key field doc unless the stored doc has a higher "version" (ARGV: field, doc, version)
 _HSET_IF_NOT_OLDER = """
@@ -48,7 +49,7 @@ return 1
 
 class ReadModel:
     def __init__(self, redis_url: str, namespace: str) -> None:
-        self.redis = aioredis.from_url(redis_url)
+        self.redis = aioredis.from_url(redis_connection_url(redis_url))
         self.prefix = f"{namespace}:"
 
     def _key(self, *parts: str) -> str:

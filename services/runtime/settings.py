@@ -6,6 +6,7 @@ import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,3 +114,18 @@ def get_settings() -> Settings:
 def kafka_connection(bootstrap: str) -> dict[str, Any]:
     """Client kwargs for a component handed only a bootstrap string: this process's security settings."""
     return {**get_settings().kafka_client_options(), "bootstrap_servers": bootstrap}
+
+
+def redis_connection_url(url: str) -> str:
+    """``url`` as this process's principal when it has its own credentials file (a secured stack's Redis ACL
+    user has the principal's name and password), else unchanged."""
+    settings = get_settings()
+    if settings.kafka_credentials_dir is None or not settings.instance_id:
+        return url
+    own = settings.kafka_credentials_dir / f"{settings.instance_id}.properties"
+    if not own.exists():
+        return url
+    username, password = read_credentials(own)
+    parts = urlsplit(url)
+    netloc = f"{quote(username)}:{quote(password)}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from pydantic import BaseModel
 
+from services.runtime.settings import redis_connection_url
+
 REPLY_TTL_S = 600
 DONE_KEPT = 200
 VIEWED = ("task", "sku", "site")  # the kinds of entity the views show
@@ -28,7 +30,7 @@ Doc = dict[str, Any]
 
 class NodeViews:
     def __init__(self, redis_url: str, namespace: str, location: str) -> None:
-        self.redis = aioredis.from_url(redis_url)
+        self.redis = aioredis.from_url(redis_connection_url(redis_url))
         self.prefix = f"{namespace}:wms:{location}:"
 
     def _key(self, name: str) -> str:
