@@ -64,8 +64,8 @@ def run_wms(
 
     settings = _settings(namespace)
     node = build(settings, location, auto)
-    web = node.web() if web_port is not None else None
-    run_service(node.service, settings, web=web, port=web_port or 0, locations=[location])
+    # the task API always (on any free port without --web-port, named in the heartbeat): the worker app uses it
+    run_service(node.service, settings, web=node.web(), port=web_port or 0, locations=[location])
 
 
 @run_app.command("payments")

@@ -322,7 +322,8 @@ class Engine:
 
     def lag(self) -> dict[str, int]:
         """Records not yet committed per input topic: the consumer's last known end offsets minus the tasks'
-        committed offsets (the assigned partitions only; 0 before the first fetch)."""
+        committed offsets (the assigned partitions only; 0 before the first fetch). Caught up, a partition still
+        shows one record when its last offset is a transaction's commit marker, which no consumer is handed."""
         behind: dict[str, int] = {}
         if self.consumer is None:
             return behind

@@ -1,4 +1,5 @@
-"""Runs a ``StreamService`` as a process: JSON logs, topics, the engine, a heartbeat, an optional web app.
+"""Runs a ``StreamService`` as a process: JSON logs, topics, the engine, a heartbeat, a web app (the service's own
+routes if any, and ``GET /metrics`` always; on ``port``, or any free port, named in the heartbeat as ``web_port``).
 
 SIGTERM (or SIGINT) ends it cleanly: the batch in flight is committed, producers closed, the group left.
 """
@@ -22,6 +23,7 @@ from aiohttp import web as aioweb
 from services.runtime.admin import ensure_topics
 from services.runtime.engine import Engine, EngineConfig
 from services.runtime.logs import configure_logging, get_logger
+from services.runtime.metrics import cancel, count_orders, sample_lag, watch, with_metrics
 from services.runtime.processing import StreamService
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
@@ -47,20 +49,19 @@ async def serve(
     await ensure_topics(settings, locations)
     await service.start()
     engine = engine or Engine(service, settings, config)
+    watch(engine)
     await engine.start()
     read_model = ReadModel(settings.redis_url, settings.namespace)
-    beat = asyncio.create_task(_heartbeat(read_model, heartbeat_name or service.name, engine.started))
-    collector = asyncio.create_task(keep_gc_pauses_short())
-    runner = await _start_web(web, port) if web is not None else None
+    runner, web_port = await _start_web(with_metrics(web), port)
+    beat = asyncio.create_task(_heartbeat(read_model, heartbeat_name or service.name, engine.started, web_port))
+    background = [beat, asyncio.create_task(keep_gc_pauses_short()), asyncio.create_task(sample_lag(engine))]
+    if service.name == "orchestrator":  # the owner of the orders' views counts them
+        background.append(asyncio.create_task(count_orders(read_model)))
     try:
         await engine.run()
     finally:
-        for background in (beat, collector):
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await background
-        if runner is not None:
-            await runner.cleanup()
+        await cancel(*background)
+        await runner.cleanup()
         await read_model.close()
 
 
@@ -140,7 +141,7 @@ def engine_config_from_env(service_name: str) -> EngineConfig:
     return EngineConfig(**overrides)
 
 
-async def _heartbeat(read_model: ReadModel, name: str, assigned: asyncio.Event) -> None:
+async def _heartbeat(read_model: ReadModel, name: str, assigned: asyncio.Event, web_port: int) -> None:
     """The key the scenario runner and ``ServiceSet.wait_ready`` wait for: this process is in its group and
     its tasks are restored (the first beat waits for the first assignment)."""
     started = time.time()
@@ -148,18 +149,21 @@ async def _heartbeat(read_model: ReadModel, name: str, assigned: asyncio.Event) 
         await asyncio.wait_for(assigned.wait(), timeout=60)
     while True:
         try:
-            await read_model.heartbeat(name, {"pid": os.getpid(), "started": started, "at": time.time()})
+            await read_model.heartbeat(name, {
+                "pid": os.getpid(), "started": started, "at": time.time(), "web_port": web_port})
         except Exception as exc:  # Redis is for people's reads: never stop the service for it
             log.warning("heartbeat_failed", error=repr(exc))
         await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
-async def _start_web(app: aioweb.Application, port: int) -> aioweb.AppRunner:
+async def _start_web(app: aioweb.Application, port: int) -> tuple[aioweb.AppRunner, int]:
+    """Serve ``app`` on ``port`` (0: any free port); the runner and the port it got."""
     runner = aioweb.AppRunner(app, access_log=None)
     await runner.setup()
     await aioweb.TCPSite(runner, "127.0.0.1", port).start()
-    log.info("web_started", port=port)
-    return runner
+    bound = int(runner.addresses[0][1])
+    log.info("web_started", port=bound)
+    return runner, bound
 
 
 def _use_uvloop() -> None:
