@@ -25,8 +25,16 @@ from schemas.inventory import (
     StockMoved,
     StockReserved,
 )
-from schemas.orders import TERMINAL_STATUSES, OrderCancelled, OrderShipped
-from schemas.topics import INVENTORY_AVAILABILITY, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS
+from schemas.orders import TERMINAL_STATUSES, OrderCancelled, OrderPlaced, OrderShipped
+from schemas.payments import RefundFailed, RefundRequested, RefundSucceeded
+from schemas.topics import (
+    INVENTORY_AVAILABILITY,
+    INVENTORY_MOVEMENTS,
+    INVENTORY_RESERVATIONS,
+    ORDERS_INBOUND,
+    PAYMENTS_COMMANDS,
+    PAYMENTS_EVENTS,
+)
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import read_topic
 from services.runtime.settings import Settings
@@ -93,6 +101,9 @@ class Facts:
     reservation_events: Sequence[Message] | None = None
     movements: Sequence[StockMoved] | None = None
     order_events: Sequence[Message] | None = None  # ``orders.events``, each order's in its log order
+    paid: Mapping[str, float] | None = None  # order id -> what its customer paid (lines and shipping)
+    refund_requests: Sequence[RefundRequested] | None = None  # ``payments.commands``, in log order
+    refund_answers: Sequence[RefundSucceeded | RefundFailed] | None = None  # ``payments.events``, in log order
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,7 @@ def check_invariants(facts: Facts, expected: Expected | None = None) -> Invarian
     checks: list[Callable[[Facts, Expected], Check]] = [
         every_order_settled, no_oversell, no_line_overshipped, lines_accounted, reserved_equals_open_holds,
         reservations_ended, reservations_end_once, shipped_once, no_double_effect, stock_conserved,
-        cancel_after_shipment_refused, shipped_never_cancelled,
+        cancel_after_shipment_refused, shipped_never_cancelled, refunds_within_what_was_paid, one_key_per_refund,
     ]
     return InvariantReport(tuple(check(facts, expected) for check in checks))
 
@@ -462,7 +473,13 @@ async def gather_facts(
         stock = latest_positions([c for c in changes if isinstance(c, AvailabilityChanged)], expected.skus)
     reservations = await _messages(settings, full_topic_name(settings, INVENTORY_RESERVATIONS), RESERVATION_EVENTS)
     movements = await _messages(settings, full_topic_name(settings, INVENTORY_MOVEMENTS), (StockMoved,))
-    return Facts(orders, stock, reservations, [m for m in movements if isinstance(m, StockMoved)])
+    placed = await _messages(settings, full_topic_name(settings, ORDERS_INBOUND), (OrderPlaced,))
+    requests = await _messages(settings, full_topic_name(settings, PAYMENTS_COMMANDS), (RefundRequested,))
+    answers = await _messages(settings, full_topic_name(settings, PAYMENTS_EVENTS), (RefundSucceeded, RefundFailed))
+    return Facts(orders, stock, reservations, [m for m in movements if isinstance(m, StockMoved)],
+                 paid=paid_per_order(p for p in placed if isinstance(p, OrderPlaced)),
+                 refund_requests=[r for r in requests if isinstance(r, RefundRequested)],
+                 refund_answers=[a for a in answers if isinstance(a, RefundSucceeded | RefundFailed)])
 
 
 def latest_positions(
@@ -550,6 +567,68 @@ def refunds_within_paid(paid: Mapping[str, float], refunded: Iterable[tuple[str,
         if amount > paid.get(order_id, 0.0) + 0.005
     ]
     return _check("refunds_within_paid", "no order refunded beyond what was paid", broken)
+
+
+def paid_per_order(placed: Iterable[OrderPlaced]) -> dict[str, float]:
+    """What each order's customer paid: its lines and its shipping (an exchange's replacement: nothing). The
+    first placement of an order id counts (a producer's retry repeats it)."""
+    out: dict[str, float] = {}
+    for order in placed:
+        if order.order_id not in out:
+            goods = sum(line.qty * line.unit_price for line in order.lines)
+            out[order.order_id] = 0.0 if order.exchange_for else goods + float(order.shipping_price or 0.0)
+    return out
+
+
+def refunds_paid_out(answers: Iterable[RefundSucceeded | RefundFailed]) -> dict[str, RefundSucceeded]:
+    """The refunds the provider paid, one per idempotency key (its first success; a repeat moves no money)."""
+    out: dict[str, RefundSucceeded] = {}
+    for answer in answers:
+        if isinstance(answer, RefundSucceeded) and answer.idempotency_key not in out:
+            out[answer.idempotency_key] = answer
+    return out
+
+
+def refunds_within_what_was_paid(facts: Facts, expected: Expected) -> Check:
+    """No order's refunds, paid out or asked for (each key once, at its amount), sum above what it paid."""
+    title = refunds_within_paid({}, ()).title
+    if facts.paid is None or facts.refund_answers is None:
+        return Check("refunds_within_paid", title)
+    asked = {r.idempotency_key: (r.order_id, r.amount) for r in facts.refund_requests or ()}
+    paid_out = {key: (a.order_id, a.amount) for key, a in refunds_paid_out(facts.refund_answers).items()}
+    return refunds_within_paid(facts.paid, {**asked, **paid_out}.values())
+
+
+def one_key_per_refund(facts: Facts, expected: Expected) -> Check:
+    """No refund requested twice with different keys: every ``RefundRequested`` of a return carries the same
+    idempotency key, at the same amount; and no key is paid out twice (two successes that are not repeats)."""
+    title = "each return's refund requested under one key, paid at most once"
+    if facts.refund_requests is None:
+        return Check("refund_one_key", title)
+    keys: dict[tuple[str, str], set[str]] = defaultdict(set)
+    amounts: dict[str, set[float]] = defaultdict(set)
+    for request in facts.refund_requests:
+        keys[(request.order_id, request.return_id)].add(request.idempotency_key)
+        amounts[request.idempotency_key].add(round(request.amount, 2))
+    # read committed, a success is in the log once however often it was sent: two that are not marked as
+    # repeats are two payouts
+    payouts: dict[str, int] = defaultdict(int)
+    owner: dict[str, str] = {}
+    for answer in facts.refund_answers or ():
+        if isinstance(answer, RefundSucceeded) and not answer.duplicate:
+            payouts[answer.idempotency_key] += 1
+            owner[answer.idempotency_key] = answer.order_id
+    broken = [(order_id, f"refund keys: return {return_id} of {order_id} requested under {len(found)} keys "
+                         f"({', '.join(sorted(found))})")
+              for (order_id, return_id), found in sorted(keys.items()) if len(found) > 1]
+    broken += [(key, f"refund amounts: key {key} requested with {len(found)} amounts {sorted(found)}")
+               for key, found in sorted(amounts.items()) if len(found) > 1]
+    broken += [(owner[key], f"refund paid twice: key {key} of {owner[key]} paid out {count} times")
+               for key, count in sorted(payouts.items()) if count > 1]
+    return _check("refund_one_key", title, broken)
+
+
+SAFETY_CHECKS = (*SAFETY_CHECKS, refunds_within_what_was_paid, one_key_per_refund)  # they hold after every commit
 
 
 def check_log_invariants(facts: Facts, expected: Expected | None = None) -> InvariantReport:
