@@ -128,4 +128,4 @@ def redis_connection_url(url: str) -> str:
     username, password = read_credentials(own)
     parts = urlsplit(url)
     netloc = f"{quote(username)}:{quote(password)}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
