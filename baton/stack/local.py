@@ -560,6 +560,9 @@ class LocalStack:
                 started.append(KAFKA)
             if self._ensure_redis():
                 started.append(REDIS)
+            if self.layout.secure:
+                names = security.principals(self.layout.locations)
+                security.grant_redis(self.redis_url_for(security.ADMIN), self.settings.namespace, names)
         except BaseException:
             for name in started:
                 self._stop(name)

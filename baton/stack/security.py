@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.admin import CreateAclsRequest_v1
 from aiokafka.protocol.api import Request
@@ -179,6 +180,17 @@ def redis_key_patterns(namespace: str, principal: str) -> list[str]:
     if principal.startswith("wms-"):
         return [f"{prefix}wms:{principal.removeprefix('wms-')}:*", heartbeat]
     return [f"{prefix}*"]
+
+
+def grant_redis(admin_url: str, namespace: str, names: Iterable[str]) -> None:
+    """Add a namespace's key patterns to each principal's Redis user (patterns add up, like Kafka ACLs)."""
+    client = redis.Redis.from_url(admin_url)
+    try:
+        for name in names:
+            if name not in (ADMIN, CONTROLLER):
+                client.acl_setuser(name, keys=redis_key_patterns(namespace, name), reset_keys=False, enabled=True)
+    finally:
+        client.close()
 
 
 def redis_acl_file(namespace: str, passwords: dict[str, str]) -> str:
