@@ -38,6 +38,7 @@ from baton.invariants import (
     check_invariants,
     check_safety,
     latest_positions,
+    paid_per_order,
 )
 from baton.sim.broker import SimBroker
 from baton.sim.clock import SimClock
@@ -71,11 +72,13 @@ from schemas.network import LocationConfigured, RuleSetPublished
 from schemas.orders import (
     OrderCancelled,
     OrderCancelRequested,
+    OrderPlaced,
     OrderShipped,
     PickupCollected,
     ReturnLine,
     ReturnRequested,
 )
+from schemas.payments import RefundFailed, RefundRequested, RefundSucceeded
 from schemas.topics import (
     ALL_TOPICS,
     CATALOG,
@@ -86,6 +89,8 @@ from schemas.topics import (
     NETWORK,
     ORDERS_EVENTS,
     ORDERS_INBOUND,
+    PAYMENTS_COMMANDS,
+    PAYMENTS_EVENTS,
     RULES,
     WMS_COMMANDS,
     WMS_TASKS,
@@ -175,6 +180,12 @@ class FactsLog:
         self.availability_topic = full_topic_name(settings, INVENTORY_AVAILABILITY)
         self.order_events_topic = full_topic_name(settings, ORDERS_EVENTS)
         self.order_events: list[Message] = []
+        self.inbound_topic = full_topic_name(settings, ORDERS_INBOUND)
+        self.payments_topics = (full_topic_name(settings, PAYMENTS_COMMANDS),
+                                full_topic_name(settings, PAYMENTS_EVENTS))
+        self.placed: list[OrderPlaced] = []
+        self.refund_requests: list[RefundRequested] = []
+        self.refund_answers: list[RefundSucceeded | RefundFailed] = []
         self.orders: dict[str, dict[str, Any]] = {}
         self.reservation_events: list[Message] = []
         self.movements: list[StockMoved] = []
@@ -184,10 +195,16 @@ class FactsLog:
     def record(self, topic: str, key: bytes, value: bytes | None) -> None:
         self.digest.update(topic.encode() + b"\0" + key + b"\0" + TIME_FIELD.sub(b"", value or b"") + b"\n")
         if topic not in (self.reservations_topic, self.movements_topic, self.availability_topic,
-                         self.order_events_topic):
+                         self.order_events_topic, self.inbound_topic, *self.payments_topics):
             return
         message = decode(value)[1]
-        if topic == self.order_events_topic:
+        if isinstance(message, OrderPlaced):
+            self.placed.append(message)
+        elif isinstance(message, RefundRequested):
+            self.refund_requests.append(message)
+        elif isinstance(message, RefundSucceeded | RefundFailed):
+            self.refund_answers.append(message)
+        elif topic == self.order_events_topic:
             if isinstance(message, OrderShipped | OrderCancelled):
                 self.order_events.append(message)
         elif isinstance(message, AvailabilityChanged):
@@ -205,7 +222,9 @@ class FactsLog:
         orders = {oid: self.orders.get(oid) or {"status": "unknown", "lines": [], "shipments": []}
                   for oid in expected.order_ids}
         stock = latest_positions(self.availability, expected.skus)
-        return Facts(orders, stock, list(self.reservation_events), list(self.movements), list(self.order_events))
+        return Facts(orders, stock, list(self.reservation_events), list(self.movements), list(self.order_events),
+                     paid=paid_per_order(self.placed), refund_requests=list(self.refund_requests),
+                     refund_answers=list(self.refund_answers))
 
 
 class World:
