@@ -27,7 +27,7 @@ from services.runtime.readmodel import ReadModel
 from services.runtime.replay import topic_partitions
 from services.runtime.settings import Settings
 
-SERVICES = ("orchestrator", "inventory", "wms")
+SERVICES = ("orchestrator", "inventory", "wms", "payments")
 
 
 class KillPlanError(ValueError):
@@ -36,7 +36,7 @@ class KillPlanError(ValueError):
 
 @dataclass(frozen=True)
 class KillPlan:
-    """Kill ``service`` ``times`` times: orchestrator | inventory | wms (a random node) | wms:LOCATION."""
+    """Kill ``service`` ``times`` times: orchestrator | inventory | payments | wms (a random node) | wms:LOCATION."""
 
     service: str
     times: int
@@ -48,7 +48,8 @@ class KillPlan:
             raise KillPlanError(f"--kill {text!r}: give SERVICE:N with N >= 1, e.g. orchestrator:3 or wms:WH-PAR:2")
         kind, _, location = head.partition(":")
         if kind not in SERVICES or (location and kind != "wms") or (kind == "wms" and head.endswith(":")):
-            raise KillPlanError(f"--kill {text!r}: the service is one of orchestrator, inventory, wms, wms:LOCATION")
+            raise KillPlanError(f"--kill {text!r}: the service is one of orchestrator, inventory, payments, wms, "
+                                "wms:LOCATION")
         return cls(head, int(count))
 
     def candidates(self, names: Iterable[str]) -> list[str]:

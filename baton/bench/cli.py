@@ -35,7 +35,7 @@ def bench_command(
     no_workers: bool = typer.Option(False, "--no-workers",
                                     help="WMS nodes accept requests but nobody confirms tasks (allocation alone)."),
     kill: list[str] = typer.Option([], "--kill", help="SERVICE:N, repeatable: kill -9 and restart while orders flow "
-                                   "(orchestrator, inventory, wms = a random node, wms:LOCATION)."),
+                                   "(orchestrator, inventory, payments, wms = a random node, wms:LOCATION)."),
     kill_window: float | None = typer.Option(None, "--kill-window", help="Seconds over which the kills are spread."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document on stdout."),
     out: Path | None = typer.Option(None, "--out", help="Where the JSON and PNG go (default .baton/bench/<time>)."),
@@ -43,6 +43,12 @@ def bench_command(
     namespace: str | None = typer.Option(None, "--namespace", help="Run in this namespace (default: a fresh one)."),
     keep: bool = typer.Option(False, "--keep", help="Leave the services, stack and namespace for inspection."),
     seed: int = typer.Option(8, "--seed", help="The order mix and the chaos moments follow this seed."),
+    returns: float = typer.Option(0.0, "--returns", min=0.0, max=1.0,
+                                  help="This share of the orders shipped to a customer is returned once shipped (by "
+                                       "mail or in store, some partial, some sent twice); the bench waits for the "
+                                       "refunds too."),
+    payments_fail_first: int = typer.Option(0, "--payments-fail-first", min=0,
+                                            help="The simulated payment adapter fails its first N refund requests."),
     restart_after: int | None = typer.Option(
         None, "--restart-after", min=1, max=1_000_000,
         help="Restart time instead: place N orders without workers, then kill -9 and restart the orchestrator, "
@@ -63,7 +69,8 @@ def bench_command(
         raise typer.Exit(EXIT_USAGE) from exc
     options = BenchOptions(orders=count, rate=rate, workers=not no_workers, kills=plans, kill_window_s=kill_window,
                            timeout_s=timeout, namespace=namespace, keep=keep, out_dir=out, seed=seed,
-                           command=shlex.join(["baton", "bench", *sys.argv[2:]]))
+                           command=shlex.join(["baton", "bench", *sys.argv[2:]]), returns=returns,
+                           payments_fail_first=payments_fail_first)
     settings = Settings().with_namespace(namespace or f"bench-{uuid.uuid4().hex[:6]}")
     with stack_for(settings, keep=keep), LiveProgress(err) as live:
         document = asyncio.run(Bench(network, settings, options, live).run())

@@ -88,6 +88,8 @@ def print_report(document: dict[str, Any], console: Console) -> None:
     console.print(_resources_table(figures))
     if document.get("chaos"):
         console.print(_chaos_table(document["chaos"]))
+    if document.get("returns"):
+        console.print(_returns_table(document["returns"]))
     console.print(_invariants_table(document["invariants"]))
     if document.get("files"):
         console.print(f"written: {document['files']['json']}  {document['files'].get('png', '')}")
@@ -164,6 +166,27 @@ def _chaos_table(chaos: dict[str, Any]) -> Table:
         table.add_row(restart["service"], killed, back, restart["measured_by"])
     for name in chaos["skipped"]:
         table.add_row(name, "skipped: the load was over", "", "")
+    return table
+
+
+def _returns_table(returns: dict[str, Any]) -> Table:
+    def spread(counts: dict[str, int]) -> str:
+        return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+
+    table = Table("returns", "", title="Returns and refunds")
+    table.add_row("returns sent (orders shipped)", f"{returns['sent']} of {returns['planned']} planned"
+                  + (f", {returns['not_shipped']} never shipped" if returns["not_shipped"] else ""))
+    table.add_row("requests published", f"{returns['requests_published']} ({returns['sent_twice']} sent twice)")
+    table.add_row("method / condition", f"{spread(returns['by_method'])} / {spread(returns['by_condition'])}")
+    table.add_row("partial returns", str(returns["partial"]))
+    settled = returns["settled"] == returns["sent"]
+    table.add_row("settled", f"{returns['settled']} of {returns['sent']}" if settled
+                  else f"[red]{returns['settled']} of {returns['sent']}[/red]")
+    table.add_row("status / disposition", f"{spread(returns['by_status'])} / {spread(returns['by_disposition'])}")
+    table.add_row("refunds paid (one per key)", f"{returns['refunds_paid']}: {returns['refunded_amount']:.2f}")
+    table.add_row("refund requests / retries / failed",
+                  f"{returns['refund_requests']} / {returns['refund_retries']} / {returns['refunds_failed']}")
+    table.add_row("keys / repeated answers", f"{returns['refund_keys']} / {returns['repeated_answers']}")
     return table
 
 

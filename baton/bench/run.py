@@ -26,10 +26,11 @@ from baton.bench.load import LoadDriver, LoadReport, order_mix
 from baton.bench.plots import plot_run
 from baton.bench.report import ALLOCATED_OR_LATER, build_figures, traffic_summary
 from baton.bench.resources import ResourceSampler, bench_pids
+from baton.bench.returns import ReturnDriver, plan_returns
 from baton.invariants import SETTLED_STATUSES, WAITING_STATUSES, Expected, InvariantReport, check_invariants_from_topics
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.scenario.model import Scenario
+from baton.scenario.model import PaymentsBehaviour, Scenario
 from baton.scenario.runner import RunOptions, ScenarioRun
 from services.runtime.admin import wait_caught_up
 from services.runtime.settings import Settings, project_root
@@ -41,6 +42,7 @@ SETTLED_WITHOUT_WORKERS = SETTLED | ALLOCATED_OR_LATER
 BURST_CHAOS_ORDERS_PER_S = 100.0  # a burst has no duration of its own: kills are spread as if it flowed at this rate
 MIN_CHAOS_WINDOW_S = 10.0
 NO_WORKERS_CATCH_UP_S = 15.0
+RETURNS_CHAOS_STRETCH = 1.5  # with returns, the kills are spread over this much longer than the orders alone
 # No status change for this long, every service caught up: the orders left are stuck (the orchestrator's own
 # deadlines, reservation 30 s and acceptance 60 s by default, would have moved them by now).
 STALL_S = 120.0
@@ -59,6 +61,8 @@ class BenchOptions:
     out_dir: Path | None = None
     seed: int = 8
     command: str = "baton bench"
+    returns: float = 0.0  # the share of the orders shipped to a customer that come back once shipped
+    payments_fail_first: int = 0  # the simulated payment adapter fails its first N refund requests
 
 
 class Live:
@@ -82,6 +86,14 @@ class Bench:
     def __post_init__(self) -> None:
         self.orders = order_mix(self.scenario, self.options.orders, self.options.seed)
         self.order_ids = [o.order_id for o in self.orders]
+        if self.options.payments_fail_first:
+            self.scenario = self.scenario.model_copy(
+                update={"payments": PaymentsBehaviour(fail_first=self.options.payments_fail_first)})
+        stores = [loc.id for loc in self.scenario.locations if loc.kind == "store" and "returns" in loc.capabilities]
+        self.returns = ReturnDriver(self.settings, plan_returns(self.orders, self.options.returns, stores,
+                                                                self.options.seed)) if self.options.returns else None
+        self.returns_stop = asyncio.Event()  # the orders settled: the returns left to send are those shipped by now
+        self.returns_task: asyncio.Task[None] | None = None
         run_options = RunOptions(timeout_s=self.options.timeout_s, namespace=self.settings.namespace,
                                  keep=self.options.keep, purge=not self.options.keep,
                                  progress=lambda phase, done, total: self.live.phase(f"{phase} {done}/{total}"))
@@ -101,6 +113,7 @@ class Bench:
             load, completed, restarts, sampler = await self._load_and_settle()
             self.live.phase("reading the topics back")
             collected = await collect(self.settings, since)
+            returns = await self.returns.figures(self.settings) if self.returns else None
             self.live.phase("checking the invariants")
             invariants = await self._invariants()
             self.live.phase("raw baseline: aiokafka, then Kafka's ProducerPerformance")
@@ -109,6 +122,7 @@ class Bench:
                                            round(traffic["average_record_bytes"] or 500))
             document = self._document(started_at, time.monotonic() - started, completed, load, collected, sampler,
                                       baseline, restarts, invariants)
+            document["returns"] = returns
             self._write(document, collected, self.options.out_dir or default_out_dir(started_at))
             return document
         finally:
@@ -123,9 +137,13 @@ class Bench:
         chaos_task = asyncio.create_task(chaos.run(done)) if chaos else None
         async with StatusTail(self.settings) as tail:
             watching = asyncio.create_task(self._watch(tail, done))
+            if self.returns:
+                self.returns_task = asyncio.create_task(self.returns.follow(tail.timeline.final_status,
+                                                                            self.returns_stop))
             load = await LoadDriver(self.settings, self.orders, self.options.rate, self._on_sent).run()
             self.live.phase("settling")
             completed = await self._wait_settled(tail)
+            await self._stop_sending_returns()
             done.set()
             await watching
         if chaos_task:
@@ -139,6 +157,8 @@ class Bench:
             return None
         window = self.options.kill_window_s or max(
             MIN_CHAOS_WINDOW_S, len(self.orders) / (self.options.rate or BURST_CHAOS_ORDERS_PER_S))
+        if self.returns and not self.options.kill_window_s:
+            window *= RETURNS_CHAOS_STRETCH  # the returns flow after the shipments: kills among them too
         return Chaos(self.services, self.options.kills, seed=self.options.seed, duration_s=window)
 
     def _on_sent(self, placed: int) -> None:
@@ -163,9 +183,20 @@ class Bench:
             # nobody reads the task queues, so the nodes' groups never catch up on them: the orders decide
             self.caught_up = await wait_caught_up(self.settings, self.runner.locations, timeout_s=NO_WORKERS_CATCH_UP_S)
             return True
+        if self.returns:
+            await self._stop_sending_returns()
+            self.live.phase(f"settling {len(self.returns.sent)} returns")
+            if not await self.returns.wait_settled(deadline):
+                return False
         self.caught_up = await wait_caught_up(self.settings, self.runner.locations,
                                               timeout_s=max(5.0, deadline - time.monotonic()))
         return self.caught_up
+
+    async def _stop_sending_returns(self) -> None:
+        """The orders settled (or the wait ended): send the returns of those that shipped, no more."""
+        self.returns_stop.set()
+        if self.returns_task:
+            await self.returns_task
 
     async def _stalled(self, tail: StatusTail) -> bool:
         """No order moved for longer than any orchestrator deadline, with every service caught up: stuck."""
