@@ -17,6 +17,7 @@ from baton.sim.cli import sim_command
 from baton.stack.cli import stack_app
 from baton.stock_cli import stock_app
 from baton.topics_cli import topics_app
+from baton.web.cli import web_command
 from baton.wms_cli import wms_app
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(returns_app, name="returns")
 app.add_typer(stock_app, name="stock")
 app.command("demo")(demo_command)
+app.command("web")(web_command)
 app.command("bench")(bench_command)
 app.command("sim")(sim_command)
 app.command("audit")(audit_command)

@@ -1,0 +1,1 @@
+"""``baton web``: the ops console and the worker app, served by aiohttp as plain HTML and JavaScript."""

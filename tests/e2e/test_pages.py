@@ -1,0 +1,147 @@
+"""The pages in a real browser (Debian's Chromium, headless, driven by Selenium through /usr/bin/chromedriver): a
+person finds an order a producer placed, a worker claims and confirms its pick, pack and ship on the worker app
+(phone-sized), and the console shows it shipped. Screenshots go to ``.baton/artifacts/`` (and, with
+``BATON_SCREENSHOTS=DIR``, to DIR too: ``docs/screenshots/`` for the README)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from baton.processes import ServiceSet
+from baton.publish import Publisher
+from schemas.topics import ORDERS_INBOUND
+from services.runtime.admin import ensure_topics
+from services.runtime.settings import Settings
+from tests.support import load_network_and_stock, ship_order, warehouse
+
+pytestmark = pytest.mark.e2e
+LOC = "WH-1"
+ARTIFACTS = Path(".baton/artifacts")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def console(settings: Settings) -> Iterator[str]:
+    """The services (no simulated workers) and ``baton web``; the console's URL."""
+    asyncio.run(ensure_topics(settings, [LOC]))
+    asyncio.run(load_network_and_stock(settings, [warehouse(LOC)], {(LOC, "TEE"): 10, (LOC, "MUG"): 5}))
+    running = ServiceSet(settings, [LOC], auto_workers=False)
+    running.start()
+    port = free_port()
+    env = {**running.env(), "PATH": "/usr/bin:/bin"}
+    web = subprocess.Popen([sys.executable, "-m", "baton", "web", "--port", str(port)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(running.wait_ready())
+        url = f"http://127.0.0.1:{port}"
+        wait_until_answers(url)
+        yield url
+    finally:
+        web.terminate()
+        web.wait(timeout=20)
+        running.stop()
+
+
+def wait_until_answers(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(driver: webdriver.Chrome, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    copies = os.environ.get("BATON_SCREENSHOTS")
+    if copies:
+        Path(copies).mkdir(parents=True, exist_ok=True)
+        shutil.copy(ARTIFACTS / f"{name}.png", Path(copies) / f"{name}.png")
+
+
+def work_the_task(driver: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], kind: str, order_id: str) -> None:
+    """Claim the order's task of ``kind`` on the worker app and confirm it (all units found)."""
+    driver.find_element(By.CSS_SELECTOR, f'[data-kind="{kind}"]').click()
+    claim = wait.until(expected_conditions.element_to_be_clickable(
+        (By.XPATH, f'//div[@class="task"][.//h3[text()="{order_id}"]]//button[@data-claim]')))
+    claim.click()
+    confirm = wait.until(expected_conditions.element_to_be_clickable(
+        (By.XPATH, f'//div[@class="task"][.//h3[text()="{order_id}"]]//button[@data-confirm]')))
+    if kind == "pick":
+        screenshot(driver, "worker-pick")
+    confirm.click()
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "message"), f"Confirmed {kind}"))
+
+
+def test_an_order_is_found_worked_and_shown_shipped(settings: Settings, console: str,
+                                                    browser: webdriver.Chrome) -> None:
+    async def place() -> None:
+        async with Publisher(settings) as publisher:
+            await publisher.publish(ORDERS_INBOUND, "WEB-1", ship_order("WEB-1", {"TEE": 2, "MUG": 1}))
+
+    asyncio.run(place())
+    wait = WebDriverWait(browser, 60, poll_frequency=0.5)
+
+    # a person finds the order
+    browser.get(console)
+    search = browser.find_element(By.ID, "q")
+    search.send_keys("WEB-1")
+    wait.until(lambda d: (d.find_element(By.ID, "search").submit(), d.find_elements(By.ID, "order-status"))[1])
+    assert browser.find_element(By.ID, "order-status").text not in {"", "shipped"}
+
+    # a worker works it on a phone-sized screen
+    browser.set_window_size(412, 915)
+    browser.get(f"{console}/worker/{LOC}")
+    browser.find_element(By.ID, "worker").send_keys("ana")
+    for kind in ("pick", "pack", "ship"):
+        work_the_task(browser, wait, kind, "WEB-1")
+    screenshot(browser, "worker-shipped")
+
+    # the console shows it shipped (live: server-sent events from the read model)
+    browser.set_window_size(1280, 1000)
+    browser.get(console)
+    browser.find_element(By.ID, "q").send_keys("WEB-1")
+    browser.find_element(By.ID, "search").submit()
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "order-status"), "shipped"))
+    wait.until(lambda d: "wms" in d.find_element(By.ID, "graph").text and "up" in d.find_element(By.ID, "services").text)
+    screenshot(browser, "console-shipped")
+    assert "TEE" in browser.find_element(By.ID, "lines").text
+    assert "TEE" in browser.find_element(By.ID, "stock").text
