@@ -141,7 +141,8 @@ def test_an_order_is_found_worked_and_shown_shipped(settings: Settings, console:
     browser.find_element(By.ID, "q").send_keys("WEB-1")
     browser.find_element(By.ID, "search").submit()
     wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "order-status"), "shipped"))
-    wait.until(lambda d: "wms" in d.find_element(By.ID, "graph").text and "up" in d.find_element(By.ID, "services").text)
+    wait.until(lambda d: "wms" in d.find_element(By.ID, "graph").text)
+    wait.until(lambda d: "up" in d.find_element(By.ID, "services").text)
     screenshot(browser, "console-shipped")
     assert "TEE" in browser.find_element(By.ID, "lines").text
     assert "TEE" in browser.find_element(By.ID, "stock").text
