@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lock stack-up stack-down stack-status test lint demo bench bench-restart sim
+.PHONY: chromium venv lock stack-up stack-down stack-status test lint demo bench bench-restart sim
 
 venv: $(STAMP)
 
@@ -32,7 +32,12 @@ stack-status: venv
 	$(BIN)/baton stack status
 
 # The pytest session fixture starts (and afterwards stops) whatever of the stack is missing.
-test: venv
+# The browser tests drive Debian's Chromium (never a browser download): installed once, as root, when missing.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
+test: venv chromium
 	$(BIN)/pytest -q
 
 lint: venv

@@ -154,6 +154,9 @@ def print_demo_summary(result: dict[str, Any], summary: dict[str, Any], keep: bo
     if keep and summary["example_split_order"]:
         ns = result["namespace"]
         console.print(f"explore: baton orders show {summary['example_split_order']} --namespace {ns}")
+    if keep:
+        console.print(f"pages: baton web --namespace {result['namespace']}, then the console at http://127.0.0.1:8080/"
+                      " and a location's worker app at http://127.0.0.1:8080/worker/LOCATION")
 
 
 def _figures(result: dict[str, Any], summary: dict[str, Any]) -> Table:
