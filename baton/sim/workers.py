@@ -37,6 +37,7 @@ class SimWorkers:
         self.positions: dict[int, int] = {}
         self.queue: list[tuple[datetime, int, Envelope, TaskCreated, Step]] = []  # (when, seq, task's envelope...)
         self.seq = 0
+        self.seen: set[str] = set()  # task ids taken
         self.confirmed: dict[str, ConfirmTask] = {}  # task id -> how it was confirmed
         self.returns: set[str] = set()  # return ids (their put-away brings units back to the shelves)
         self.physical: dict[str, int] = {}  # sku -> units really on the shelves (picked units leave)
@@ -51,7 +52,8 @@ class SimWorkers:
             self.positions[partition] = start + len(records)
             for record in records:
                 envelope, message = decode(record.value)
-                if isinstance(message, TaskCreated):
+                if isinstance(message, TaskCreated) and message.task_id not in self.seen:
+                    self.seen.add(message.task_id)  # a task delivered twice is worked once
                     pace = self.rng.choice((0.0, 0.1, 0.5, 2.0)) + self.pace_s
                     # a third of the tasks are claimed first by a named worker (who may walk away)
                     step = Step("claim", self.rng.choice(WORKERS)) if self.rng.random() < 0.3 else Step("confirm")
