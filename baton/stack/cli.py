@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from baton.stack import security
 from baton.stack.local import LocalStack, StackError, StackStatus
 from services.runtime.settings import get_settings
 
@@ -84,6 +85,25 @@ def client_environment(stack: LocalStack) -> list[str]:
             "BATON_REDIS_URL=redis://admin:<password in admin.properties>@" + str(stack.redis_ep) + "/0",
         ]
     return lines
+
+
+@stack_app.command()
+def acls(
+    locations: str = typer.Option("", help="The WMS locations whose principals get rights, e.g. WH-A,WH-B."),
+    script: bool = typer.Option(False, "--script", help="Print them as kafka-acls.sh commands instead."),
+) -> None:
+    """Grant the namespace's principals their ACLs on the local secured stack (or print them as a script)."""
+    wanted = tuple(loc.strip() for loc in locations.split(",") if loc.strip())
+    settings = get_settings()
+    if script:
+        print(security.acl_script(security.namespace_acls(settings, wanted)), end="")
+        return
+    stack = _stack(locations=wanted)
+    if not stack.layout.secure:
+        err.print("the local stack is not secured (baton stack up --secure)")
+        raise typer.Exit(1)
+    count = security.apply_acls(stack.admin_settings(), stack.layout.locations or wanted)
+    out.print(f"granted {count} ACLs in namespace {settings.namespace}")
 
 
 @stack_app.command()
