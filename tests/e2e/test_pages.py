@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -97,17 +98,27 @@ def screenshot(driver: webdriver.Chrome, name: str) -> None:
         shutil.copy(ARTIFACTS / f"{name}.png", Path(copies) / f"{name}.png")
 
 
+def click(wait: WebDriverWait[webdriver.Chrome], xpath: str) -> None:
+    """Click the element once it is there (the pages re-render their lists: a found element may be replaced)."""
+    def clicked(driver: webdriver.Chrome) -> bool:
+        found = driver.find_elements(By.XPATH, xpath)
+        if not found:
+            return False
+        found[0].click()
+        return True
+
+    wait.until(clicked)
+
+
 def work_the_task(driver: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], kind: str, order_id: str) -> None:
     """Claim the order's task of ``kind`` on the worker app and confirm it (all units found)."""
-    driver.find_element(By.CSS_SELECTOR, f'[data-kind="{kind}"]').click()
-    claim = wait.until(expected_conditions.element_to_be_clickable(
-        (By.XPATH, f'//div[@class="task"][.//h3[text()="{order_id}"]]//button[@data-claim]')))
-    claim.click()
-    confirm = wait.until(expected_conditions.element_to_be_clickable(
-        (By.XPATH, f'//div[@class="task"][.//h3[text()="{order_id}"]]//button[@data-confirm]')))
+    click(wait, f'//button[@data-kind="{kind}"]')
+    task = f'//div[@class="task"][.//h3[text()="{order_id}"]]'
+    click(wait, f"{task}//button[@data-claim]")
+    wait.until(lambda d: d.find_elements(By.XPATH, f"{task}//button[@data-confirm]"))
     if kind == "pick":
         screenshot(driver, "worker-pick")
-    confirm.click()
+    click(wait, f"{task}//button[@data-confirm]")
     wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "message"), f"Confirmed {kind}"))
 
 
@@ -118,14 +129,20 @@ def test_an_order_is_found_worked_and_shown_shipped(settings: Settings, console:
             await publisher.publish(ORDERS_INBOUND, "WEB-1", ship_order("WEB-1", {"TEE": 2, "MUG": 1}))
 
     asyncio.run(place())
-    wait = WebDriverWait(browser, 60, poll_frequency=0.5)
+    wait = WebDriverWait(browser, 60, poll_frequency=0.5, ignored_exceptions=[StaleElementReferenceException])
 
     # a person finds the order
     browser.get(console)
     search = browser.find_element(By.ID, "q")
     search.send_keys("WEB-1")
-    wait.until(lambda d: (d.find_element(By.ID, "search").submit(), d.find_elements(By.ID, "order-status"))[1])
-    assert browser.find_element(By.ID, "order-status").text not in {"", "shipped"}
+
+    def found(driver: webdriver.Chrome) -> bool:  # search again until the read model has the order
+        driver.find_element(By.ID, "search").submit()
+        return bool(driver.find_elements(By.ID, "order-status"))
+
+    wait.until(found)
+    first_seen = wait.until(lambda d: d.find_element(By.ID, "order-status").text)
+    assert first_seen != "shipped"  # nobody has worked it yet
 
     # a worker works it on a phone-sized screen
     browser.set_window_size(412, 915)
