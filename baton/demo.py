@@ -7,8 +7,10 @@ It plays ``baton/scenario/builtin/demo.yaml`` through the scenario runner, exact
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -36,18 +38,44 @@ def demo_command(
     orders: int = typer.Option(300, "--orders", min=1, max=100_000, help="How many orders to generate."),
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every order to settle."),
     keep: bool = typer.Option(False, "--keep", help="Keep the services and the namespace for inspection."),
+    web: bool = typer.Option(False, "--web", help="Serve the ops console and the worker app (port 8080) during "
+                             "the demo and after it, until Ctrl-C (implies --keep)."),
 ) -> None:
     """Three warehouses in France, ORDERS web orders: source, split, pick, pack, ship; then the figures."""
     scenario = demo_scenario(orders)
     clock = FlowClock()
-    outcome = play(scenario, RunOptions(timeout_s=timeout, keep=keep, purge=not keep), clock)
+    namespace = f"demo-{uuid.uuid4().hex[:6]}" if web else None
+    pages = start_pages(namespace, [loc.id for loc in scenario.locations]) if namespace else None
+    keep = keep or web
+    outcome = play(scenario, RunOptions(timeout_s=timeout, keep=keep, purge=not keep, namespace=namespace), clock)
     summary = summarize(outcome.result, clock)
     if as_json:
         document = {k: v for k, v in outcome.result.items() if k != "orders"} | {"summary": summary}
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     else:
         print_demo_summary(outcome.result, summary, keep)
+    if pages is not None:
+        serve_pages_until_interrupted(pages)
     raise typer.Exit(exit_code(outcome, summary))
+
+
+def start_pages(namespace: str, locations: list[str], port: int = 8080) -> subprocess.Popen[bytes]:
+    """``baton web`` for the demo's namespace, in its own process; the addresses printed on stderr."""
+    pages = subprocess.Popen([sys.executable, "-m", "baton", "web", "--namespace", namespace, "--port", str(port)],
+                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    err.print(f"ops console: http://127.0.0.1:{port}/")
+    for location in locations:
+        err.print(f"worker app of {location}: http://127.0.0.1:{port}/worker/{location}")
+    return pages
+
+
+def serve_pages_until_interrupted(pages: subprocess.Popen[bytes]) -> None:
+    err.print("the pages stay up (the services and the namespace are kept): Ctrl-C to stop them")
+    try:
+        pages.wait()
+    except KeyboardInterrupt:
+        pages.terminate()
+        pages.wait(timeout=10)
 
 
 demo = demo_command

@@ -5,7 +5,7 @@ task API. The one write to Kafka is the audited re-publish of a corrected dead l
   GET  /                                   the ops console           GET /worker/{location}   the worker app
   GET  /api/orders?q=PREFIX                order ids                 GET /api/orders/{id}     view and timeline
   GET  /api/orders/{id}/events             server-sent events: the order's view whenever its version changes
-  GET  /api/stock                          SKU -> location -> availability
+  GET  /api/stock[?by=ISO-TIME]            per SKU: positions per location, ATP now and by that time
   GET  /api/services                       heartbeats, consumer lag and records handled per service
   GET  /api/dead-letters                   the dead-letter topic        POST /api/dead-letters/republish
   *    /api/wms/{location}/{path}          the node's task API (proxied)
@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from baton.orders_cli import ordered_timeline, read_timeline
 from baton.web.deadletters import DeadLetterDesk
+from services.runtime.atp import parse_time, position_of, stock_document
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 
@@ -90,8 +91,16 @@ def console_app(settings: Settings) -> web.Application:
             await asyncio.sleep(EVENTS_EVERY_S)
 
     async def stock(request: web.Request) -> web.Response:
+        try:
+            by = parse_time(request.query.get("by") or None)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
         read_model = request.app[READ_MODEL]
-        return json_response(await read_model.read_availability(await read_model.all_skus()))
+        documents = await read_model.read_availability(await read_model.all_skus())
+        return json_response({
+            sku: stock_document(sku, {loc: position_of(doc) for loc, doc in places.items()}, by=by)
+            for sku, places in documents.items()
+        })
 
     async def services(request: web.Request) -> web.Response:
         beats = await request.app[READ_MODEL].services()
