@@ -27,9 +27,15 @@ def _say(message: str) -> None:
 
 
 def _stack(
-    timeout: float = 90.0, brokers: int | None = None, secure: bool | None = None, locations: tuple[str, ...] = ()
+    timeout: float = 90.0,
+    brokers: int | None = None,
+    secure: bool | None = None,
+    locations: tuple[str, ...] = (),
+    tls: bool | None = None,
 ) -> LocalStack:
-    return LocalStack(get_settings(), timeout=timeout, echo=_say, brokers=brokers, secure=secure, locations=locations)
+    return LocalStack(
+        get_settings(), timeout=timeout, echo=_say, brokers=brokers, secure=secure, locations=locations, tls=tls
+    )
 
 
 def _run(action: Callable[[], StackStatus]) -> StackStatus:
@@ -55,18 +61,22 @@ def _table(status: StackStatus) -> Table:
 def up(
     fresh: bool = typer.Option(False, "--fresh", help="Wipe the local Kafka data first."),
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to answer."),
-    brokers: int = typer.Option(1, "--brokers", min=1, max=3, help="1, or 3 for a cluster (replication 3, min ISR 2)."),
+    brokers: int | None = typer.Option(
+        None, "--brokers", min=1, max=3, help="1 (the default), or 3 for a cluster (replication 3, min ISR 2)."
+    ),
     secure: bool = typer.Option(False, "--secure", help="SASL/SCRAM-SHA-512, ACLs per principal, Redis users."),
     locations: str = typer.Option("", help="Secured: the WMS locations that get a principal, e.g. WH-A,WH-B."),
+    tls: bool = typer.Option(False, "--tls", help="Secured: TLS (SASL_SSL) on the client listener, a CA made here."),
 ) -> None:
     """Start whatever of Kafka and Redis does not answer yet (idempotent)."""
     began = time.monotonic()
     wanted = tuple(loc.strip() for loc in locations.split(",") if loc.strip())
-    stack = _stack(timeout, brokers, secure, wanted)
+    # Options not given keep the shape recorded in this home (``up`` after ``down`` restarts the same stack).
+    stack = _stack(timeout, brokers, True if secure or tls else None, wanted, True if tls else None)
     status = _run(lambda: stack.up(fresh=fresh))
     out.print(_table(status))
     out.print(f"ready in {time.monotonic() - began:.1f} s")
-    if brokers > 1 or secure:
+    if stack.layout.brokers > 1 or stack.layout.secure:
         out.print("clients of this stack take (passwords stay in their files, never printed):")
         for line in client_environment(stack):
             out.print(f"  export {line}", highlight=False, markup=False)
@@ -79,7 +89,8 @@ def client_environment(stack: LocalStack) -> list[str]:
         lines.append(f"BATON_REPLICATION_FACTOR={stack.layout.brokers}")
     if stack.layout.secure:
         lines += [
-            "BATON_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
+            f"BATON_KAFKA_SECURITY_PROTOCOL={'SASL_SSL' if stack.layout.tls else 'SASL_PLAINTEXT'}",
+            *([f"BATON_KAFKA_CA_FILE={stack.ca_file}"] if stack.layout.tls else []),
             f"BATON_KAFKA_CREDENTIALS_DIR={stack.credentials_dir}",
             f"BATON_KAFKA_CREDENTIALS_FILE={stack.credentials_dir / 'admin.properties'}",
             "BATON_REDIS_URL=redis://admin:<password in admin.properties>@" + str(stack.redis_ep) + "/0",

@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -145,9 +146,10 @@ class Layout:
     secure: bool = False
     cluster_id: str = field(default_factory=lambda: new_cluster_id())
     locations: tuple[str, ...] = ()
+    tls: bool = False  # secured only: SASL_SSL on the client listener, a CA generated at set-up
 
     def same_shape(self, other: Layout) -> bool:
-        return (self.brokers, self.secure) == (other.brokers, other.secure)
+        return (self.brokers, self.secure, self.tls) == (other.brokers, other.secure, other.tls)
 
 
 @dataclass(frozen=True)
@@ -237,11 +239,14 @@ def _api_versions_request(correlation_id: int) -> bytes:
     return struct.pack(">i", len(header)) + header
 
 
-def kafka_node_answers(endpoint: Endpoint, timeout: float = 2.0) -> bool:
-    """True when a broker at ``endpoint`` answers ApiVersions without error (no credentials needed)."""
+def kafka_node_answers(endpoint: Endpoint, timeout: float = 2.0, ca_file: Path | None = None) -> bool:
+    """True when a broker at ``endpoint`` answers ApiVersions without error (no credentials needed; over TLS
+    trusting ``ca_file`` when given)."""
     correlation_id = os.getpid() & 0x7FFFFFFF
     try:
-        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw:
+            sock = ssl.create_default_context(cafile=ca_file).wrap_socket(raw, server_hostname=endpoint.host) \
+                if ca_file else raw
             sock.settimeout(timeout)
             sock.sendall(_api_versions_request(correlation_id))
             _size, answered_id, error = struct.unpack(">iih", _recv_exact(sock, 10))
@@ -397,6 +402,7 @@ class LocalStack:
         brokers: int | None = None,
         secure: bool | None = None,
         locations: tuple[str, ...] = (),
+        tls: bool | None = None,
         jars_dir: Path | None = None,
     ) -> None:
         self.settings = settings or get_settings()
@@ -411,11 +417,12 @@ class LocalStack:
         self.kafka_ep = kafka_endpoint(self.settings.kafka_bootstrap)
         self.redis_ep = redis_endpoint(self.settings.redis_url)
         self.recorded = self._read_layout()
-        wanted = Layout(brokers or (self.recorded or Layout()).brokers, secure if secure is not None else
-                        (self.recorded or Layout()).secure, locations=locations)
+        known = self.recorded or Layout()
+        wanted = Layout(brokers or known.brokers, secure if secure is not None else known.secure,
+                        locations=locations, tls=tls if tls is not None else known.tls)
         if self.recorded is not None and self.recorded.same_shape(wanted):
             wanted = Layout(wanted.brokers, wanted.secure, self.recorded.cluster_id,
-                            tuple(sorted({*self.recorded.locations, *locations})))
+                            tuple(sorted({*self.recorded.locations, *locations})), wanted.tls)
         self.layout = wanted
         self.nodes = kafka_nodes(self.kafka_ep, self.layout.brokers, self.stack_dir)
 
@@ -429,7 +436,8 @@ class LocalStack:
         update: dict[str, object] = {"kafka_bootstrap": self.bootstrap}
         if self.layout.secure:
             update.update(
-                kafka_security_protocol="SASL_PLAINTEXT",
+                kafka_security_protocol="SASL_SSL" if self.layout.tls else "SASL_PLAINTEXT",
+                kafka_ca_file=self.ca_file if self.layout.tls else None,
                 kafka_credentials_file=self.credentials_dir / f"{security.ADMIN}.properties",
                 kafka_credentials_dir=None,
                 kafka_username=None,
@@ -437,6 +445,14 @@ class LocalStack:
                 redis_url=self.redis_url_for(security.ADMIN),
             )
         return self.settings.model_copy(update=update)
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate a client of a TLS stack trusts (generated at set-up)."""
+        return self.stack_dir / "tls" / "ca.pem"
+
+    def _node_answers(self, node: KafkaNode) -> bool:
+        return kafka_node_answers(node.endpoint, ca_file=self.ca_file if self.layout.tls else None)
 
     def redis_url_for(self, principal: str) -> str:
         password = security.read_credentials(self.credentials_dir / f"{principal}.properties")[1]
@@ -507,7 +523,7 @@ class LocalStack:
         node = self.nodes[node_id - 1]
         if self.owned_pid(node.name) is None:
             self._spawn(node.name, self._kafka_argv(self._require_tools(), node))
-        self._await(node.name, lambda: kafka_node_answers(node.endpoint))
+        self._await(node.name, lambda: self._node_answers(node))
 
     # layout -------------------------------------------------------------------------------
 
@@ -520,7 +536,8 @@ class LocalStack:
             raw = json.loads(self._layout_file.read_text())
         except (OSError, ValueError):
             return None
-        return Layout(raw["brokers"], raw["secure"], raw["cluster_id"], tuple(raw.get("locations", ())))
+        locations = tuple(raw.get("locations", ()))
+        return Layout(raw["brokers"], raw["secure"], raw["cluster_id"], locations, raw.get("tls", False))
 
     def _write_layout(self) -> None:
         self.stack_dir.mkdir(parents=True, exist_ok=True)
@@ -576,7 +593,7 @@ class LocalStack:
             kafka_up = kafka_answers(self.settings.kafka_bootstrap)
             return StackStatus(self._service(KAFKA, self.settings.kafka_bootstrap, kafka_up, started), redis_status)
         nodes = tuple(
-            self._service(node.name, str(node.endpoint), kafka_node_answers(node.endpoint), started)
+            self._service(node.name, str(node.endpoint), self._node_answers(node), started)
             for node in self.nodes
         )
         brokers = nodes if self.layout.brokers > 1 else ()
@@ -608,7 +625,7 @@ class LocalStack:
         names = self._node_names()
         for name in names:
             self._stop(name)
-        answering = [node for node in self.nodes if kafka_node_answers(node.endpoint)]
+        answering = [node for node in self.nodes if self._node_answers(node)]
         if answering:
             raise StackError(
                 f"Kafka at {answering[0].endpoint} was not started by baton; only the local stack's data "
@@ -617,9 +634,11 @@ class LocalStack:
         for name in names:
             shutil.rmtree(self.stack_dir / name / "data", ignore_errors=True)
         shutil.rmtree(self.credentials_dir, ignore_errors=True)
+        shutil.rmtree(self.ca_file.parent, ignore_errors=True)
         self._layout_file.unlink(missing_ok=True)
         self.recorded = None
-        self.layout = Layout(self.layout.brokers, self.layout.secure, locations=self.layout.locations)
+        self.layout = Layout(self.layout.brokers, self.layout.secure, locations=self.layout.locations,
+                             tls=self.layout.tls)
         self.echo(f"wiped the Kafka data under {self.stack_dir}")
 
     def _check_can_start(self, name: str, endpoint: Endpoint, env_var: str) -> None:
@@ -666,7 +685,7 @@ class LocalStack:
         started = False
         java: str | None = None
         for node in self.nodes:
-            if self.owned_pid(node.name) is not None or kafka_node_answers(node.endpoint):
+            if self.owned_pid(node.name) is not None or self._node_answers(node):
                 continue
             self._check_can_start(node.name, node.endpoint, "BATON_KAFKA_BOOTSTRAP")
             java = java or self._prepare_kafka()
@@ -675,7 +694,7 @@ class LocalStack:
             self._spawn(node.name, self._kafka_argv(java, node))
             started = True
         for node in self.nodes:
-            self._await(node.name, partial(kafka_node_answers, node.endpoint))
+            self._await(node.name, partial(self._node_answers, node))
         self._await_cluster()
         if self.layout.secure:
             count = security.apply_acls(self.admin_settings(), self.layout.locations)
@@ -713,6 +732,8 @@ class LocalStack:
         if self.layout.secure:
             names = [security.CONTROLLER, *security.principals(self.layout.locations)]
             security.ensure_credentials(self.credentials_dir, names)
+        if self.layout.tls:
+            security.ensure_tls(self.ca_file.parent, self.kafka_ep.host)
         return java
 
     def _jars_present(self) -> bool:
@@ -750,13 +771,14 @@ class LocalStack:
         cluster = self.layout.brokers > 1
         voters = ",".join(f"{n.node_id}@{n.endpoint.host}:{n.controller_port}" for n in self.nodes)
         protocol = "SASL_PLAINTEXT" if self.layout.secure else "PLAINTEXT"
+        client_protocol = "SASL_SSL" if self.layout.tls else protocol
         config = Template(_stack_resource("server.properties")).substitute(
             node_id=node.node_id,
             quorum_voters=voters,
             host=node.endpoint.host,
             port=node.endpoint.port,
             controller_port=node.controller_port,
-            broker_protocol=protocol,
+            broker_protocol=client_protocol,
             controller_protocol=protocol,
             data_dir=node.data,
             replication=3 if cluster else 1,
@@ -768,10 +790,18 @@ class LocalStack:
             (node.directory / name).write_text(_stack_resource(name))
 
     def _security_config(self) -> str:
-        return Template(_stack_resource("security.properties")).substitute(
+        config = Template(_stack_resource("security.properties")).substitute(
             admin_password=self._password(security.ADMIN),
             controller_password=self._password(security.CONTROLLER),
         )
+        if self.layout.tls:
+            tls = self.ca_file.parent
+            config += (
+                "\n# TLS on the broker listener (clients and brokers): PEM files generated at set-up.\n"
+                f"ssl.keystore.type=PEM\nssl.keystore.location={tls / 'broker-keystore.pem'}\n"
+                f"ssl.truststore.type=PEM\nssl.truststore.location={self.ca_file}\n"
+            )
+        return config
 
     def _password(self, principal: str) -> str:
         return security.read_credentials(self.credentials_dir / f"{principal}.properties")[1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,32 @@ def acl_script(acls: list[Acl]) -> str:
             f"{_RESOURCE_FLAGS[acl.resource_type]} '{acl.name}' --resource-pattern-type {pattern}"
         )
     return "\n".join(lines) + "\n"
+
+
+# --- tls --------------------------------------------------------------------------------------
+
+
+def ensure_tls(directory: Path, host: str) -> None:
+    """A CA and a broker certificate for ``host`` (openssl, once): ``ca.pem`` for clients, and the
+    broker's PEM keystore (PKCS#8 key + certificate chain) that Kafka reads with ``ssl.keystore.type=PEM``."""
+    keystore = directory / "broker-keystore.pem"
+    if keystore.exists():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    san = f"subjectAltName=IP:{host},DNS:localhost" if host.replace(".", "").isdigit() else f"subjectAltName=DNS:{host}"
+    (directory / "san.ext").write_text(san + "\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "825",
+         "-subj", "/CN=baton local CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr", "-subj", f"/CN={host}"],
+        ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "broker.pem", "-days", "825", "-extfile", "san.ext"],
+    ]
+    for step in steps:
+        subprocess.run(["openssl", *step], cwd=directory, capture_output=True, check=True)
+    keystore.write_text((directory / "broker.key").read_text() + (directory / "broker.pem").read_text())
+    keystore.chmod(0o600)
 
 
 # --- redis ------------------------------------------------------------------------------------

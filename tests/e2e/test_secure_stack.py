@@ -185,3 +185,25 @@ def test_a_scenario_ships_with_each_service_under_its_own_principal(
     secrets = [line.split("=", 1)[1] for f in secured.credentials_dir.glob("*.properties")
                for line in f.read_text().splitlines() if line.startswith("password=")]
     assert not [s for s in secrets if s in done.stdout or s in done.stderr], "a password was printed"
+
+
+def test_tls_on_the_client_listener_with_a_ca_made_at_set_up(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path, kafka_bootstrap="127.0.0.1:39292", redis_url="redis://127.0.0.1:36380/0", namespace="tls"
+    )
+    jars = project_root() / ".baton" / "kafka-jars"
+    stack = LocalStack(settings, secure=True, tls=True, locations=("WH-A",), jars_dir=jars, timeout=120)
+    try:
+        stack.up()
+        admin = stack.admin_settings()
+        assert admin.kafka_security_protocol == "SASL_SSL" and admin.kafka_ca_file == stack.ca_file
+        asyncio.run(ensure_topics(admin, ["WH-A"]))
+        asyncio.run(write(as_principal(stack, "channel"), "orders.inbound.v1"))
+        cleartext = as_principal(stack, "channel").model_copy(update={"kafka_security_protocol": "SASL_PLAINTEXT"})
+        with pytest.raises(KafkaError):
+            asyncio.run(write(cleartext, "orders.inbound.v1"))
+        untrusted = as_principal(stack, "channel").model_copy(update={"kafka_ca_file": None})
+        with pytest.raises(KafkaError):
+            asyncio.run(write(untrusted, "orders.inbound.v1"))
+    finally:
+        stack.down(wipe=True)
