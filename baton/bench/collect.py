@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from baton.bench.report import OrderTimeline, TopicTraffic
-from schemas.orders import OrderPlaced, OrderStatusChanged
+from schemas.orders import OrderPlaced, OrderStatusChanged, ReturnRefunded
 from schemas.topics import ALL_TOPICS, ORDERS_INBOUND, ORDERS_STATUS, ORDERS_TIMERS
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name
@@ -162,6 +162,8 @@ def _observe_status(timeline: OrderTimeline, raw: bytes | None) -> None:
     event = _event(raw)
     if event and event[0] == OrderStatusChanged.event_type:
         timeline.observe_status(str(event[2]["order_id"]), str(event[2]["status"]), event[1].timestamp())
+    elif event and event[0] == ReturnRefunded.event_type:
+        timeline.refunded.setdefault(str(event[2]["return_id"]), event[1].timestamp())
 
 
 class StatusTail:

@@ -187,6 +187,8 @@ def _returns_table(returns: dict[str, Any]) -> Table:
     table.add_row("refund requests / retries / failed",
                   f"{returns['refund_requests']} / {returns['refund_retries']} / {returns['refunds_failed']}")
     table.add_row("keys / repeated answers", f"{returns['refund_keys']} / {returns['repeated_answers']}")
+    if returns.get("kills_during_refunds"):
+        table.add_row("killed while refunds were asked", ", ".join(returns["kills_during_refunds"]))
     return table
 
 

@@ -32,6 +32,7 @@ class OrderTimeline:
     shipped: dict[str, float] = field(default_factory=dict)
     final_status: dict[str, str] = field(default_factory=dict)
     ever_rejected: set[str] = field(default_factory=set)
+    refunded: dict[str, float] = field(default_factory=dict)  # return id -> when its ReturnRefunded was published
 
     def observe_status(self, order_id: str, status: str, at: float) -> None:
         """One ``OrderStatusChanged``, in the order the status topic holds them for this order."""

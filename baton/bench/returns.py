@@ -132,7 +132,7 @@ class ReturnDriver:
 
     async def figures(self, settings: Settings) -> dict[str, Any]:
         """What the returns came to: requests by kind, returns by status and disposition, refunds and retries."""
-        requests, answers = await refund_messages(settings)
+        requests, answers, asked_at = await refund_messages(settings)
         cases = self.cases
         plans = list(self.sent.values())
         return {
@@ -148,6 +148,8 @@ class ReturnDriver:
             "by_status": dict(Counter(c["status"] for c in cases.values())),
             "by_disposition": dict(Counter(c["disposition"] for c in cases.values() if c.get("disposition"))),
             **refund_figures(requests, answers),
+            # when refunds were asked for (epoch seconds): the kills that landed in between hit returns in flight
+            "refunds_requested_between": [min(asked_at, default=None), max(asked_at, default=None)],
         }
 
 
@@ -156,18 +158,23 @@ def return_settled(case: Mapping[str, Any]) -> bool:
     return case["status"] in SETTLED_RETURN_STATUSES or (case["status"] == "received" and case.get("refund") is None)
 
 
-async def refund_messages(settings: Settings) -> tuple[list[RefundRequested], list[RefundSucceeded | RefundFailed]]:
+async def refund_messages(
+    settings: Settings,
+) -> tuple[list[RefundRequested], list[RefundSucceeded | RefundFailed], list[float]]:
+    """The refund requests, the provider's answers, and when each request was made (epoch seconds)."""
     requests: list[RefundRequested] = []
     answers: list[RefundSucceeded | RefundFailed] = []
+    asked_at: list[float] = []
     for envelope, _ in await read_topic(settings, full_topic_name(settings, PAYMENTS_COMMANDS)):
         if envelope is not None and envelope.type == RefundRequested.event_type:
             requests.append(RefundRequested.model_validate(envelope.data))
+            asked_at.append(envelope.time.timestamp())
     for envelope, _ in await read_topic(settings, full_topic_name(settings, PAYMENTS_EVENTS)):
         if envelope is not None and envelope.type == RefundSucceeded.event_type:
             answers.append(RefundSucceeded.model_validate(envelope.data))
         elif envelope is not None and envelope.type == RefundFailed.event_type:
             answers.append(RefundFailed.model_validate(envelope.data))
-    return requests, answers
+    return requests, answers, asked_at
 
 
 def refund_figures(requests: Sequence[RefundRequested],

@@ -20,7 +20,7 @@ import orjson
 import psutil
 
 from baton.bench.baseline import take_baseline
-from baton.bench.chaos import Chaos, KillPlan
+from baton.bench.chaos import Chaos, KillPlan, Restart, split_plans
 from baton.bench.collect import Collected, StatusTail, collect, end_offsets
 from baton.bench.load import LoadDriver, LoadReport, order_mix
 from baton.bench.plots import plot_run
@@ -42,7 +42,10 @@ SETTLED_WITHOUT_WORKERS = SETTLED | ALLOCATED_OR_LATER
 BURST_CHAOS_ORDERS_PER_S = 100.0  # a burst has no duration of its own: kills are spread as if it flowed at this rate
 MIN_CHAOS_WINDOW_S = 10.0
 NO_WORKERS_CATCH_UP_S = 15.0
-RETURNS_CHAOS_STRETCH = 1.5  # with returns, the kills are spread over this much longer than the orders alone
+# With returns, half of each service's kills land while the refunds flow: spread over this many seconds from
+# the first refund, at least (returns come back to the warehouses behind the orders' own tasks: late, in a burst)
+RETURNS_KILL_WINDOW_S = 4.0
+RETURNS_REFUNDED_PER_S = 60.0
 # No status change for this long, every service caught up: the orders left are stuck (the orchestrator's own
 # deadlines, reservation 30 s and acceptance 60 s by default, would have moved them by now).
 STALL_S = 120.0
@@ -110,7 +113,7 @@ class Bench:
             async with Publisher(self.settings, source="baton/bench") as publisher:
                 await self.runner.bring_up(publisher)
             since = await end_offsets(self.settings)
-            load, completed, restarts, sampler = await self._load_and_settle()
+            load, completed, chaos, sampler = await self._load_and_settle()
             self.live.phase("reading the topics back")
             collected = await collect(self.settings, since)
             returns = await self.returns.figures(self.settings) if self.returns else None
@@ -121,22 +124,25 @@ class Bench:
             baseline = await take_baseline(self.settings, traffic["total"]["records"],
                                            round(traffic["average_record_bytes"] or 500))
             document = self._document(started_at, time.monotonic() - started, completed, load, collected, sampler,
-                                      baseline, restarts, invariants)
-            document["returns"] = returns
+                                      baseline, chaos, invariants)
+            document["returns"] = returns and {**returns, "kills_during_refunds": kills_within(
+                chaos, returns["refunds_requested_between"])}
             self._write(document, collected, self.options.out_dir or default_out_dir(started_at))
             return document
         finally:
             self.live.phase("stopping the services" if not self.options.keep else "leaving the services running")
             await self.runner.finish()
 
-    async def _load_and_settle(self) -> tuple[LoadReport, bool, Chaos | None, ResourceSampler]:
+    async def _load_and_settle(self) -> tuple[LoadReport, bool, list[Chaos], ResourceSampler]:
         done = asyncio.Event()
         sampler = ResourceSampler(bench_pids(self.settings, self.services))
         sampling = asyncio.create_task(sampler.run(done))
-        chaos = self._chaos()
-        chaos_task = asyncio.create_task(chaos.run(done)) if chaos else None
+        among_orders, among_refunds = self._chaos()
+        chaos_tasks = [asyncio.create_task(among_orders.run(done))] if among_orders else []
         async with StatusTail(self.settings) as tail:
             watching = asyncio.create_task(self._watch(tail, done))
+            if among_refunds:
+                chaos_tasks.append(asyncio.create_task(self._chaos_among_refunds(among_refunds, tail, done)))
             if self.returns:
                 self.returns_task = asyncio.create_task(self.returns.follow(tail.timeline.final_status,
                                                                             self.returns_stop))
@@ -146,20 +152,31 @@ class Bench:
             await self._stop_sending_returns()
             done.set()
             await watching
-        if chaos_task:
+        if chaos_tasks:
             self.live.phase("waiting for the restarted services to be back")
-            await chaos_task
+            await asyncio.gather(*chaos_tasks)
         await sampling
-        return load, completed, chaos, sampler
+        return load, completed, [c for c in (among_orders, among_refunds) if c], sampler
 
-    def _chaos(self) -> Chaos | None:
+    def _chaos(self) -> tuple[Chaos | None, Chaos | None]:
+        """The kills among the orders; with returns, half of them (an odd one too) among the refunds."""
         if not self.options.kills:
-            return None
+            return None, None
         window = self.options.kill_window_s or max(
             MIN_CHAOS_WINDOW_S, len(self.orders) / (self.options.rate or BURST_CHAOS_ORDERS_PER_S))
-        if self.returns and not self.options.kill_window_s:
-            window *= RETURNS_CHAOS_STRETCH  # the returns flow after the shipments: kills among them too
-        return Chaos(self.services, self.options.kills, seed=self.options.seed, duration_s=window)
+        if not self.returns:
+            return Chaos(self.services, self.options.kills, seed=self.options.seed, duration_s=window), None
+        among_orders, among_refunds = split_plans(self.options.kills)
+        refunds_window = max(RETURNS_KILL_WINDOW_S, len(self.returns.planned) / RETURNS_REFUNDED_PER_S)
+        return (Chaos(self.services, among_orders, seed=self.options.seed, duration_s=window) if among_orders
+                else None,
+                Chaos(self.services, among_refunds, seed=self.options.seed + 1, duration_s=refunds_window))
+
+    async def _chaos_among_refunds(self, chaos: Chaos, tail: StatusTail, done: asyncio.Event) -> list[Restart]:
+        """The kills start with the first refund paid (those left when the run is over are skipped)."""
+        while not tail.timeline.refunded and not done.is_set():
+            await asyncio.sleep(0.1)
+        return await chaos.run(done)
 
     def _on_sent(self, placed: int) -> None:
         self.placed = placed
@@ -214,7 +231,7 @@ class Bench:
         return await check_invariants_from_topics(self.settings, expected)
 
     def _document(self, started_at: datetime, elapsed_s: float, completed: bool, load: LoadReport,
-                  collected: Collected, sampler: ResourceSampler, baseline: dict[str, Any], chaos: Chaos | None,
+                  collected: Collected, sampler: ResourceSampler, baseline: dict[str, Any], chaos: list[Chaos],
                   invariants: InvariantReport) -> dict[str, Any]:
         raw = baseline["raw_aiokafka"]["records_per_s"]
         figures = build_figures(collected.timeline, collected.traffic, sampler.cpu_seconds(), sampler.peak_rss, raw)
@@ -234,9 +251,10 @@ class Bench:
             "load": load.to_dict(),
             "figures": figures,
             "baseline": baseline,
-            "chaos": None if chaos is None else {
-                "kills": [f"{k.service}:{k.times}" for k in chaos.plans],
-                "restarts": [r.as_json() for r in chaos.restarts], "skipped": chaos.skipped},
+            "chaos": None if not chaos else {
+                "kills": [f"{k.service}:{k.times}" for k in self.options.kills],
+                "restarts": [r.as_json() for c in chaos for r in c.restarts],
+                "skipped": [name for c in chaos for name in c.skipped]},
             "invariants": invariants.as_json(),
             "dead_letters": dead_letters,
         }
@@ -249,6 +267,14 @@ class Bench:
         png = plot_run(collected.timeline, out_dir / "bench.png", title)
         document["files"] = {"json": str(out_dir / "bench.json"), "png": str(png)}
         (out_dir / "bench.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def kills_within(chaos: list[Chaos], between: list[float | None]) -> list[str]:
+    """The services killed while refunds were being asked for."""
+    first, last = between
+    if first is None or last is None:
+        return []
+    return [r.service for c in chaos for r in c.restarts if first <= r.killed_at <= last]
 
 
 def machine() -> dict[str, Any]:

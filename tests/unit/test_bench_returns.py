@@ -1,6 +1,6 @@
 """The bench's returns mix and its refund figures (pure parts)."""
 
-from baton.bench.chaos import KillPlan
+from baton.bench.chaos import KillPlan, split_plans
 from baton.bench.returns import plan_returns, refund_figures, return_settled
 from schemas.orders import OrderLine, OrderPlaced, PickupAt, ShipTo
 from schemas.payments import RefundFailed, RefundRequested, RefundSucceeded
@@ -59,3 +59,10 @@ def test_a_return_whose_refund_failed_waits_for_its_retry() -> None:
 def test_the_payment_adapter_can_be_killed() -> None:
     plan = KillPlan.parse("payments:2")
     assert plan.candidates(["orchestrator", "payments", "wms-WH-1"]) == ["payments"]
+
+
+def test_with_returns_half_the_kills_land_among_the_refunds_an_odd_one_too() -> None:
+    among_orders, among_refunds = split_plans([KillPlan("orchestrator", 2), KillPlan("payments", 1),
+                                               KillPlan("wms", 3)])
+    assert among_orders == [KillPlan("orchestrator", 1), KillPlan("wms", 1)]
+    assert among_refunds == [KillPlan("orchestrator", 1), KillPlan("payments", 1), KillPlan("wms", 2)]
