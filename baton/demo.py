@@ -6,6 +6,7 @@ It plays ``baton/scenario/builtin/demo.yaml`` through the scenario runner, exact
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from rich.table import Table
 
 from baton.scenario.model import Scenario, parse_scenario
 from baton.scenario.runner import EXIT_COMPLETED, RunOptions, RunOutcome, run_scenario
+from services.runtime.admin import delete_namespace
+from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 
 DEMO_RESOURCE = "builtin/demo.yaml"
@@ -39,15 +42,15 @@ def demo_command(
     timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for every order to settle."),
     keep: bool = typer.Option(False, "--keep", help="Keep the services and the namespace for inspection."),
     web: bool = typer.Option(False, "--web", help="Serve the ops console and the worker app (port 8080) during "
-                             "the demo and after it, until Ctrl-C (implies --keep)."),
+                             "the demo and after it, with the services, until Ctrl-C."),
 ) -> None:
     """Three warehouses in France, ORDERS web orders: source, split, pick, pack, ship; then the figures."""
     scenario = demo_scenario(orders)
     clock = FlowClock()
     namespace = f"demo-{uuid.uuid4().hex[:6]}" if web else None
     pages = start_pages(namespace, [loc.id for loc in scenario.locations]) if namespace else None
-    keep = keep or web
-    outcome = play(scenario, RunOptions(timeout_s=timeout, keep=keep, purge=not keep, namespace=namespace), clock)
+    outcome = play(scenario, RunOptions(timeout_s=timeout, keep=keep or web, purge=not keep, namespace=namespace),
+                   clock)
     summary = summarize(outcome.result, clock)
     if as_json:
         document = {k: v for k, v in outcome.result.items() if k != "orders"} | {"summary": summary}
@@ -56,6 +59,8 @@ def demo_command(
         print_demo_summary(outcome.result, summary, keep)
     if pages is not None:
         serve_pages_until_interrupted(pages)
+        if not keep:  # the services and the namespace were kept for the pages only
+            end_demo(outcome)
     raise typer.Exit(exit_code(outcome, summary))
 
 
@@ -70,12 +75,30 @@ def start_pages(namespace: str, locations: list[str], port: int = 8080) -> subpr
 
 
 def serve_pages_until_interrupted(pages: subprocess.Popen[bytes]) -> None:
-    err.print("the pages stay up (the services and the namespace are kept): Ctrl-C to stop them")
+    err.print("the pages stay up with the services: Ctrl-C to stop them")
     try:
         pages.wait()
     except KeyboardInterrupt:
         pages.terminate()
         pages.wait(timeout=10)
+
+
+def end_demo(outcome: RunOutcome) -> None:
+    """What the run leaves without --keep: its services stopped, its namespace purged."""
+    if outcome.services is None:
+        return
+    outcome.services.stop()
+    settings = outcome.services.settings
+
+    async def purge() -> None:
+        await delete_namespace(settings)
+        read_model = ReadModel(settings.redis_url, settings.namespace)
+        try:
+            await read_model.purge()
+        finally:
+            await read_model.close()
+
+    asyncio.run(purge())
 
 
 demo = demo_command

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
+    IllegalStateError,
     InvalidProducerEpoch,
     InvalidTimestampError,
     InvalidTopicError,
@@ -320,17 +321,25 @@ class Engine:
             return {}
         return await self.consumer.getmany(*wanted, timeout_ms=0, max_records=self.config.max_records)
 
-    def lag(self) -> dict[str, int]:
-        """Records not yet committed per input topic: the consumer's last known end offsets minus the tasks'
-        committed offsets (the assigned partitions only; 0 before the first fetch). Caught up, a partition still
-        shows one record when its last offset is a transaction's commit marker, which no consumer is handed."""
+    async def lag(self) -> dict[str, int]:
+        """Records not yet handled per input topic: the end offset (last stable: read committed) minus the
+        consumer's position (which steps over transaction markers), plus what was fetched but left for a later
+        batch. The partitions assigned here only; none before the first fetch."""
         behind: dict[str, int] = {}
         if self.consumer is None:
             return behind
+        for tp in self.consumer.assignment():
+            end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await asyncio.wait_for(self.consumer.position(tp), timeout=0.5)
+            except (TimeoutError, IllegalStateError):
+                continue  # no position yet, or revoked meanwhile: the next sample tells
+            behind[tp.topic] = behind.get(tp.topic, 0) + max(end - position, 0)
         for task in self.tasks.values():
-            for tp, committed in task.committed.items():
-                end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
-                behind[tp.topic] = behind.get(tp.topic, 0) + max((end or committed) - committed, 0)
+            for record in task.pending[task.pending_from :]:
+                behind[record.topic] = behind.get(record.topic, 0) + 1
         return behind
 
     def _has_pending(self) -> bool:

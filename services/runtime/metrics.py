@@ -4,7 +4,7 @@
   baton_handling_seconds{service}                  time in the handler per record (histogram)
   baton_transaction_seconds{service,outcome}       one task's transaction: send, offsets, delivery, commit
   baton_batch_records{service}                     records per task batch (histogram)
-  baton_consumer_lag_records{service,topic}        records not yet committed per input topic
+  baton_consumer_lag_records{service,topic}        records not yet handled per input topic
   baton_dead_letters_total{service,topic}          records dead-lettered, by the topic they came from
   baton_orders{status}                             orders per status in the read model (the orchestrator only)
 """
@@ -39,7 +39,7 @@ TRANSACTION_SECONDS = Histogram(
 BATCH_RECORDS = Histogram(
     "baton_batch_records", "Records per task batch", ["service"], buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
-CONSUMER_LAG = Gauge("baton_consumer_lag_records", "Records not yet committed per input topic", ["service", "topic"])
+CONSUMER_LAG = Gauge("baton_consumer_lag_records", "Records not yet handled per input topic", ["service", "topic"])
 DEAD_LETTERS = Counter("baton_dead_letters", "Records dead-lettered, by their topic", ["service", "topic"])
 ORDERS = Gauge("baton_orders", "Orders per status in the read model", ["status"])
 
@@ -80,7 +80,7 @@ def watch(engine: Engine) -> EngineMetrics:
 async def sample_lag(engine: Engine, every_s: float = LAG_EVERY_S) -> None:
     """Keep the consumer lag gauge current (the engine knows it; a scrape cannot ask its loop)."""
     while True:
-        for topic, behind in engine.lag().items():
+        for topic, behind in (await engine.lag()).items():
             CONSUMER_LAG.labels(engine.service.name, topic).set(behind)
         await asyncio.sleep(every_s)
 

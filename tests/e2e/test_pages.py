@@ -59,9 +59,13 @@ def console(settings: Settings) -> Iterator[str]:
         wait_until_answers(url)
         yield url
     finally:
-        web.terminate()
-        web.wait(timeout=20)
-        running.stop()
+        try:
+            web.terminate()
+            web.wait(timeout=20)
+        finally:
+            if web.poll() is None:
+                web.kill()
+            running.stop()
 
 
 def wait_until_answers(url: str, timeout_s: float = 30) -> None:
