@@ -19,6 +19,7 @@ from services.runtime.settings import project_root
 DOCS = project_root() / "docs"
 RUNS_DIR = DOCS / "benchmarks"
 RESTART_DIR = RUNS_DIR / "restart"  # ``baton bench --restart-after`` runs: their own section, not columns
+RETURNS_DIR = RUNS_DIR / "returns"  # ``baton bench --returns`` runs under kills: their own section
 SECTIONS_DIR = RUNS_DIR / "sections"  # other benchmarks (the audit's read speed): written by hand, kept as they are
 PAGE = DOCS / "benchmarks.md"
 Run = dict[str, Any]
@@ -145,6 +146,7 @@ def render(runs: dict[str, Run]) -> str:
     for title, cell in ROWS:
         lines.append(f"| {title} | " + " | ".join(_safe(cell, runs[label]) for label in labels) + " |")
     lines += restart_section(load_runs(RESTART_DIR))
+    lines += returns_section(load_runs(RETURNS_DIR))
     lines += other_sections()
     lines += ["", "## The runs", ""]
     for label, run in runs.items():
@@ -199,6 +201,49 @@ def restart_section(runs: dict[str, Run]) -> list[str]:
     return lines
 
 
+def returns_section(runs: dict[str, Run]) -> list[str]:
+    """Issue 11's figure: returns and refunds mixed into a load while every service is killed -9."""
+    if not runs:
+        return []
+    lines = ["", "## Chaos with returns", "",
+             "`baton bench --returns 0.3 --kill SERVICE:N ...` returns a share of the orders shipped to a customer "
+             "once each has shipped (by mail or in the store that takes returns; declared sellable, damaged or "
+             "defective; some partial; some requests published twice), as an outside producer would, and waits "
+             "until every return is refunded, rejected or received with nothing to pay. Half of each service's "
+             "kills land while the orders flow, the other half (an odd one too) from the first refund on. "
+             "**refunds** are read back from the payments topics: requests (retries: attempt > 1), the provider's "
+             "failures, the refunds paid (one per idempotency key) and their sum; **killed among refunds** are the "
+             "kills that landed between the first and the last refund request. The invariants include *no order "
+             "refunded beyond what was paid* and *each return's refund requested under one key, paid at most "
+             "once*.", "",
+             "| run | orders settled | returns sent (twice / partial / in store) | returns settled | "
+             "refunds paid / keys / requests / retries / failed | refunded | kills: restarts, worst | "
+             "killed among refunds | invariants |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, run in runs.items():
+        ret, chaos = run["returns"], run.get("chaos") or {"kills": [], "restarts": [], "skipped": []}
+        seconds = [r["seconds"] for r in chaos["restarts"] if r["seconds"] is not None]
+        lines.append(
+            f"| `{label}` | {'yes' if run['completed'] else 'NO'}, {run['bench']['orders']:,} | {ret['sent']} "
+            f"({ret['sent_twice']} / {ret['partial']} / {ret['by_method'].get('in_store', 0)}) | "
+            f"{ret['settled']}: " + ", ".join(f"{k} {v}" for k, v in sorted(ret["by_status"].items())) + " | "
+            f"{ret['refunds_paid']} / {ret['refund_keys']} / {ret['refund_requests']} / {ret['refund_retries']} / "
+            f"{ret['refunds_failed']} | {ret['refunded_amount']:,.2f} | {len(chaos['restarts'])}"
+            + (f" ({len(chaos['skipped'])} skipped)" if chaos["skipped"] else "")
+            + (f", {max(seconds):.1f} s" if seconds else "") + f" | {', '.join(ret.get('kills_during_refunds', []))}"
+            f" | {_invariants(run)} |")
+    lines.append("")
+    for label, run in runs.items():
+        bench = run["bench"]
+        lines += [f"### `{label}`", "", "```", bench["command"], "```", "",
+                  f"Code `{bench['code']}`, {bench['started_at'][:16].replace('T', ' ')} UTC, "
+                  f"{run['elapsed_s']:,.0f} s; load average (1 min) {bench['load_average_1m']['start']} at the start, "
+                  f"{bench['load_average_1m']['end']} at the end.", ""]
+        if run.get("note"):
+            lines += [run["note"], ""]
+    return lines
+
+
 def _safe(cell: Callable[[Run], str], run: Run) -> str:
     try:
         return cell(run)
@@ -239,6 +284,8 @@ def main(
     record_file: Path | None = typer.Option(None, "--record", help="A bench.json to record first."),
     record_restart: Path | None = typer.Option(None, "--record-restart",
                                                help="A restart.json (baton bench --restart-after) to record first."),
+    record_returns: Path | None = typer.Option(None, "--record-returns",
+                                               help="A bench.json of a run with --returns to record first."),
     label: str = typer.Option("current", "--label", help="The name it is recorded under."),
     note: str | None = typer.Option(None, "--note", help="What the figures alone do not say (shown with the run)."),
 ) -> None:
@@ -247,6 +294,8 @@ def main(
         record(record_file, label, note=note)
     if record_restart:
         record(record_restart, label, RESTART_DIR, note=note)
+    if record_returns:
+        record(record_returns, label, RETURNS_DIR, note=note)
     PAGE.write_text(render(load_runs()))
     typer.echo(f"wrote {PAGE}")
 
