@@ -28,6 +28,7 @@ REGRESSION_SEEDS: dict[int, tuple[list[int] | None, str]] = {
     271: (None, "a location that rejected the order was chosen again as a backorder source, for ever"),
     78: ([0, 2, 3, 4, 5, 6, 7], "a count confirmed after a receipt lowered a hold being picked"),
     369: ([0, 2], "a partly shipped order waiting on supply was taken for a stuck one (the settled check)"),
+    3: ([3], "a claim that lapses: the node's TaskUpdated named its timer tick, never in the log, as its cause"),
 }
 # The same, found with bigger workloads (``baton sim --orders 10 --skus 3``).
 BIG = Size(orders=10, skus=3, horizon_s=DEFAULT_SIZE.horizon_s)
@@ -42,12 +43,9 @@ OPEN_BUG_SEEDS: dict[int, tuple[list[int] | None, str]] = {
     # process joined), so the seed that shows it now is this one
     1382: ([1, 2], "a cancel racing the ship confirmation: the parcel ships anyway (the ledger takes its units "
                    "off as a late shipment) but the order stays cancelled with 3 of 3 shipped"),
-    3: ([3], "a claim that lapses: the node's TaskUpdated names its timer tick as its cause, a tick that is never "
-             "in the log (baton audit: cause_exists)"),
 }
 # The violations of those open bugs, tolerated in the suite's range until their fix lands (then removed).
-OPEN_BUG_FAILURES = ("cancelled yet shipped", "audit invariant:shipped_never_cancelled:",
-                     "audit cause_exists: wms.task_updated.v1:")
+OPEN_BUG_FAILURES = ("cancelled yet shipped", "audit invariant:shipped_never_cancelled:")
 
 
 def only_open_bugs(result: SimResult) -> bool:

@@ -190,5 +190,7 @@ class Run(Fulfilment, Receiving, Returns, Counting):
                 continue
             del site.claims[task_id]
             task = self.task(task_id)
+            lapsed_claim = task.claim_id if task is not None else None
             if task is not None and claims.lapse(task, self.now):
-                self.task_update(task)
+                # caused by the claim it ends: the timer tick that notices is never written to the log
+                self.task_update(task, causationid=lapsed_claim)

@@ -164,13 +164,15 @@ class Work:
         self.emits.append(Emit.to(WMS_TASKS, task.task_id, created, derived_id(task.task_id, "created"),
                                   location=self.location, causationid=causationid))
 
-    def task_update(self, task: Task, command_id: str | None = None, refused: str | None = None) -> None:
+    def task_update(self, task: Task, command_id: str | None = None, refused: str | None = None,
+                    causationid: str | None = None) -> None:
         update = TaskUpdated(task_id=task.task_id, location=self.location, kind=task.kind, status=task.status,
                              worker=task.worker if task.status == "claimed" else task.done_by,
                              claimed_until=task.claimed_until if task.status == "claimed" else None,
                              command_id=command_id, refused=refused)
         event_id = derived_id(self.message_id, "task", task.task_id, task.status, refused or "")
-        self.emits.append(Emit.to(WMS_TASKS, task.task_id, update, event_id, location=self.location))
+        self.emits.append(Emit.to(WMS_TASKS, task.task_id, update, event_id, location=self.location,
+                                  causationid=causationid))
 
     def finish_task(self, task: Task, worker: str | None) -> None:
         task.status, task.done_at, task.done_by = "done", self.now, worker
