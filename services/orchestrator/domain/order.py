@@ -686,14 +686,25 @@ class _Step:
 
     def _settle_if_done(self) -> None:
         state = self.state
-        if not state.shipments or state.status in TERMINAL_STATUSES:
+        overtaken = state.status in SHIPMENT_OVERTURNS
+        if not state.shipments or (state.status in TERMINAL_STATUSES and not overtaken):
             return
         complete = all(ls.open == 0 for ls in state.line_statuses())
+        if overtaken:
+            self._cancel_overtaken_by_shipment()
         if state.ship_to_store:
             if complete:
                 self._ready_for_pickup()
             return
-        self._set_status("shipped" if complete else "partially_shipped")
+        reason = f"a parcel had already left when the order was {state.status}" if overtaken else None
+        self._set_status("shipped" if complete else "partially_shipped", reason)
+
+    def _cancel_overtaken_by_shipment(self) -> None:
+        """A parcel already on its way when the cancel (or the rejection) came left anyway: what shipped is
+        shipped (``_uncancel_what_shipped``: the cancellation stands only for what did not ship)."""
+        state = self.state
+        why = f"cancel refused: a parcel had left before the order was {state.status}"
+        state.history.append({"note": why, "cause": self.message_id})
 
     def _uncancel_what_shipped(self, line_index: int) -> None:
         """A parcel that left after a cancellation (the warehouse was already on it) is shipped, not cancelled."""
@@ -978,6 +989,10 @@ class _Step:
             state.cancelled[i] = line.qty - state.shipped.get(i, 0)
         self._emit(ORDERS_EVENTS, state.order_id, OrderCancelled(order_id=state.order_id, reason=request.reason))
         self._set_status("cancelled", request.reason)
+
+
+# Statuses a parcel that left anyway overturns: the shipment wins (a parcel cannot be called back).
+SHIPMENT_OVERTURNS = frozenset({"cancelled", "rejected"})
 
 
 def _unknown_order(message: Message, message_id: str) -> list[Emit]:
