@@ -250,8 +250,10 @@ def _detail(data: dict[str, Any]) -> str:
             parts.append(f"{key}={data[key]}")
     if data.get("allocations"):
         parts.append(", ".join(f"{a['sku']} x{a['qty']}@{a['location']}" for a in data["allocations"]))
-    elif data.get("lines") and "sku" not in data and "status" not in data:
-        parts.append(", ".join(f"{line.get('sku')} x{line.get('qty')}" for line in data["lines"]))
+    elif isinstance(data.get("lines"), list) and "sku" not in data and "status" not in data:
+        # a message that was dead-lettered for its lines is in the story too: never trust their shape
+        lines = [line for line in data["lines"] if isinstance(line, dict)]
+        parts.append(", ".join(f"{line.get('sku')} x{line.get('qty')}" for line in lines))
     return " ".join(parts)
 
 
