@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -26,6 +27,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from baton.processes import ServiceSet
 from baton.publish import Publisher
+from schemas.envelope import encode, envelope_for
+from schemas.orders import OrderPlaced
 from schemas.topics import ORDERS_INBOUND
 from services.runtime.admin import ensure_topics
 from services.runtime.settings import Settings
@@ -167,3 +170,46 @@ def test_an_order_is_found_worked_and_shown_shipped(settings: Settings, console:
     screenshot(browser, "console-shipped")
     assert "TEE" in browser.find_element(By.ID, "lines").text
     assert "TEE" in browser.find_element(By.ID, "stock").text
+
+
+def test_a_dead_letter_is_corrected_and_republished_with_an_audit(settings: Settings, console: str,
+                                                                  browser: webdriver.Chrome) -> None:
+    placed = ship_order("WEB-2", {"TEE": 1})
+    broken = {**encode_envelope(placed), "data": {**placed.model_dump(mode="json"), "lines": "two tees"}}
+
+    async def publish_broken() -> None:
+        async with Publisher(settings) as publisher:
+            await publisher.publish_raw(ORDERS_INBOUND, "WEB-2", orjson.dumps(broken))
+
+    asyncio.run(publish_broken())
+    wait = WebDriverWait(browser, 60, poll_frequency=0.5, ignored_exceptions=[StaleElementReferenceException])
+    browser.get(console)
+    letter = '//table[@id="letters"]//tr[td[contains(., "WEB-2")]]'
+    wait.until(lambda d: d.find_elements(By.XPATH, letter))
+    assert "invalid order.placed.v1 data" in browser.find_element(By.XPATH, letter).text
+
+    corrected = orjson.dumps(encode_envelope(placed)).decode()
+    fix = browser.find_element(By.XPATH, f"{letter}//textarea")
+    browser.execute_script("arguments[0].value = arguments[1]", fix, corrected)  # a person pastes the fix
+    browser.find_element(By.XPATH, f"{letter}//input").send_keys("lines restored from the storefront")
+    browser.find_element(By.ID, "auditor").send_keys("ops-ana")
+    click(wait, f"{letter}//button")
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "letters-message"), "Re-published"))
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "audit"), "ops-ana"))
+    assert "lines restored" in browser.find_element(By.ID, "audit").text
+    browser.execute_script("document.getElementById('letters').scrollIntoView()")
+    screenshot(browser, "console-dead-letter")
+
+    # the corrected order went through like any other
+    browser.find_element(By.ID, "q").send_keys("WEB-2")
+
+    def found(driver: webdriver.Chrome) -> bool:
+        driver.find_element(By.ID, "search").submit()
+        return bool(driver.find_elements(By.ID, "order-status"))
+
+    wait.until(found)
+
+
+def encode_envelope(message: OrderPlaced) -> dict[str, object]:
+    envelope = envelope_for(message, source="storefront", correlationid=message.order_id, causationid=None)
+    return dict(orjson.loads(encode(envelope)))
