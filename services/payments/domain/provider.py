@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from schemas.payments import RefundFailed, RefundRequested, RefundSucceeded
 
 COUNTER_KEY = "answered"
+COMMAND_PREFIX = "command:"  # the store key of one command's answer: a command delivered twice gets it again
 
 
 class KeyRecord(BaseModel):
@@ -23,6 +24,26 @@ class KeyRecord(BaseModel):
     amount: float
     attempts: int = 1
     reference: str = ""
+
+
+class CommandAnswer(BaseModel):
+    """The answer given to one command (by command id), replayed as it was when the command comes again."""
+
+    succeeded: RefundSucceeded | None = None
+    failed: RefundFailed | None = None
+
+    @classmethod
+    def of(cls, reply: RefundSucceeded | RefundFailed) -> CommandAnswer:
+        return cls(succeeded=reply) if isinstance(reply, RefundSucceeded) else cls(failed=reply)
+
+    def reply(self) -> RefundSucceeded | RefundFailed:
+        reply = self.succeeded or self.failed
+        assert reply is not None, "an answer holds a success or a failure"
+        return reply
+
+
+def command_key(command_id: str) -> str:
+    return f"{COMMAND_PREFIX}{command_id}"
 
 
 def answer(
