@@ -186,6 +186,7 @@ class FactsLog:
         self.placed: list[OrderPlaced] = []
         self.refund_requests: list[RefundRequested] = []
         self.refund_answers: list[RefundSucceeded | RefundFailed] = []
+        self.refund_answer_ids: set[str] = set()
         self.orders: dict[str, dict[str, Any]] = {}
         self.reservation_events: list[Message] = []
         self.movements: list[StockMoved] = []
@@ -197,13 +198,16 @@ class FactsLog:
         if topic not in (self.reservations_topic, self.movements_topic, self.availability_topic,
                          self.order_events_topic, self.inbound_topic, *self.payments_topics):
             return
-        message = decode(value)[1]
+        envelope, message = decode(value)
         if isinstance(message, OrderPlaced):
             self.placed.append(message)
         elif isinstance(message, RefundRequested):
             self.refund_requests.append(message)
         elif isinstance(message, RefundSucceeded | RefundFailed):
-            self.refund_answers.append(message)
+            # one event however often it was appended (--duplicate-internal): its readers dedupe by id
+            if envelope.id not in self.refund_answer_ids:
+                self.refund_answer_ids.add(envelope.id)
+                self.refund_answers.append(message)
         elif topic == self.order_events_topic:
             if isinstance(message, OrderShipped | OrderCancelled):
                 self.order_events.append(message)
