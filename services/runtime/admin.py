@@ -19,6 +19,8 @@ from schemas.topics import (
     INVENTORY_RESERVATIONS,
     ORDERS_INBOUND,
     ORDERS_TIMERS,
+    PAYMENTS_COMMANDS,
+    PAYMENTS_EVENTS,
     WMS_COMMANDS,
     WMS_EVENTS,
     WMS_TASKS,
@@ -157,8 +159,9 @@ async def delete_namespace(settings: Settings) -> tuple[list[str], list[str]]:
 
 # What each service's consumer group reads (for lag: a namespace is quiescent when every group is caught up).
 SUBSCRIPTIONS: dict[str, tuple[TopicSpec, ...]] = {
-    "orchestrator": (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS),
+    "orchestrator": (ORDERS_INBOUND, INVENTORY_RESERVATIONS, WMS_EVENTS, ORDERS_TIMERS, PAYMENTS_EVENTS),
     "inventory": (INVENTORY_COMMANDS,),
+    "payments": (PAYMENTS_COMMANDS,),
     "wms-{location}": (WMS_COMMANDS, WMS_TASKS),
 }
 
