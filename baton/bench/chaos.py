@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from baton.processes import ServiceSet
-from services.runtime.admin import subscriptions
+from services.runtime.admin import LagProbe, subscriptions
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import topic_partitions
 from services.runtime.settings import Settings
@@ -169,10 +169,12 @@ class BackClock:
                                          isolation_level="read_committed")
         self.read_model = ReadModel(settings.redis_url, settings.namespace)
         self.partitions: dict[str, list[TopicPartition]] = {}
+        self.gaps = LagProbe(settings, [], {})  # tells a gap of aborted records and markers from a backlog
 
     async def __aenter__(self) -> BackClock:
         await self.admin.start()
         await self.consumer.start()
+        await self.gaps.__aenter__()
         topics = {t for ts in self.inputs.values() for t in ts}
         found = await topic_partitions(self.settings, topics)
         self.partitions = {
@@ -182,6 +184,7 @@ class BackClock:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.read_model.close()
+        await self.gaps.__aexit__()
         await self.consumer.stop()
         await self.admin.close()
 
@@ -209,10 +212,15 @@ class BackClock:
         return Restart(name, killed_at, None)
 
     async def _idle(self, name: str, at_kill: dict[TopicPartition, int], pid: int | None) -> bool:
-        """Its newest process beats and nothing waits for it (a transaction marker may follow the last offset)."""
+        """Its newest process beats and nothing waits for it: past its committed offsets only transaction markers
+        or the records of a transaction the kill aborted (which a read-committed consumer never gets)."""
         beat = (await self.read_model.services()).get(name, {})
         if pid is None or beat.get("pid") != pid:
             return False
         tps = self.partitions.get(self.settings.group(name), [])
         ends = await self.consumer.end_offsets(tps) if tps else {}
-        return all(end - max(0, at_kill.get(tp, 0)) <= 1 for tp, end in ends.items())
+        for tp, end in ends.items():
+            start = max(0, at_kill.get(tp, 0))
+            if end - start > 1 and not await self.gaps.nothing_committed_between(tp, start, end):
+                return False
+        return True
