@@ -475,7 +475,9 @@ async def gather_facts(
     movements = await _messages(settings, full_topic_name(settings, INVENTORY_MOVEMENTS), (StockMoved,))
     placed = await _messages(settings, full_topic_name(settings, ORDERS_INBOUND), (OrderPlaced,))
     requests = await _messages(settings, full_topic_name(settings, PAYMENTS_COMMANDS), (RefundRequested,))
-    answers = await _messages(settings, full_topic_name(settings, PAYMENTS_EVENTS), (RefundSucceeded, RefundFailed))
+    # a command delivered twice is answered twice under one event id: one answer
+    answers = await _messages(settings, full_topic_name(settings, PAYMENTS_EVENTS), (RefundSucceeded, RefundFailed),
+                              once=True)
     return Facts(orders, stock, reservations, [m for m in movements if isinstance(m, StockMoved)],
                  paid=paid_per_order(p for p in placed if isinstance(p, OrderPlaced)),
                  refund_requests=[r for r in requests if isinstance(r, RefundRequested)],
@@ -513,11 +515,15 @@ def read_stock(docs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str,
     return out
 
 
-async def _messages(settings: Settings, topic: str, kinds: Sequence[type[Message]]) -> list[Message]:
+async def _messages(settings: Settings, topic: str, kinds: Sequence[type[Message]], *,
+                    once: bool = False) -> list[Message]:
+    """The topic's messages of these kinds; ``once``: an event appended twice (same id) counts once."""
     by_type = {kind.event_type: kind for kind in kinds}
     out = []
+    seen: set[str] = set()
     for envelope, _ in await read_topic(settings, topic):
-        if envelope is not None and envelope.type in by_type:
+        if envelope is not None and envelope.type in by_type and not (once and envelope.id in seen):
+            seen.add(envelope.id)
             out.append(by_type[envelope.type].model_validate(envelope.data))
     return out
 
@@ -610,8 +616,7 @@ def one_key_per_refund(facts: Facts, expected: Expected) -> Check:
     for request in facts.refund_requests:
         keys[(request.order_id, request.return_id)].add(request.idempotency_key)
         amounts[request.idempotency_key].add(round(request.amount, 2))
-    # read committed, a success is in the log once however often it was sent: two that are not marked as
-    # repeats are two payouts
+    # each answer once (by event id): two successes of a key that are not marked as repeats are two payouts
     payouts: dict[str, int] = defaultdict(int)
     owner: dict[str, str] = {}
     for answer in facts.refund_answers or ():

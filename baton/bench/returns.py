@@ -165,14 +165,18 @@ async def refund_messages(
     requests: list[RefundRequested] = []
     answers: list[RefundSucceeded | RefundFailed] = []
     asked_at: list[float] = []
+    answer_ids: set[str] = set()  # a command delivered twice is answered twice under one event id: one answer
     for envelope, _ in await read_topic(settings, full_topic_name(settings, PAYMENTS_COMMANDS)):
         if envelope is not None and envelope.type == RefundRequested.event_type:
             requests.append(RefundRequested.model_validate(envelope.data))
             asked_at.append(envelope.time.timestamp())
     for envelope, _ in await read_topic(settings, full_topic_name(settings, PAYMENTS_EVENTS)):
-        if envelope is not None and envelope.type == RefundSucceeded.event_type:
+        if envelope is None or envelope.id in answer_ids:
+            continue
+        answer_ids.add(envelope.id)
+        if envelope.type == RefundSucceeded.event_type:
             answers.append(RefundSucceeded.model_validate(envelope.data))
-        elif envelope is not None and envelope.type == RefundFailed.event_type:
+        elif envelope.type == RefundFailed.event_type:
             answers.append(RefundFailed.model_validate(envelope.data))
     return requests, answers, asked_at
 
