@@ -230,7 +230,9 @@ def returns_section(runs: dict[str, Run]) -> list[str]:
             f"{ret['refunds_paid']} / {ret['refund_keys']} / {ret['refund_requests']} / {ret['refund_retries']} / "
             f"{ret['refunds_failed']} | {ret['refunded_amount']:,.2f} | {len(chaos['restarts'])}"
             + (f" ({len(chaos['skipped'])} skipped)" if chaos["skipped"] else "")
-            + (f", {max(seconds):.1f} s" if seconds else "") + f" | {', '.join(ret.get('kills_during_refunds', []))}"
+            + (f", {max(seconds):.1f} s" if seconds else "")
+            + (f", **{len(chaos['restarts']) - len(seconds)} not back**" if len(seconds) < len(chaos["restarts"])
+               else "") + f" | {', '.join(ret.get('kills_during_refunds', []))}"
             f" | {_invariants(run)} |")
     lines.append("")
     for label, run in runs.items():
@@ -241,6 +243,8 @@ def returns_section(runs: dict[str, Run]) -> list[str]:
                   f"{bench['load_average_1m']['end']} at the end.", ""]
         if run.get("note"):
             lines += [run["note"], ""]
+        if (RETURNS_DIR / f"{label}.png").exists():
+            lines += [f"![{label}](benchmarks/returns/{label}.png)", ""]
     return lines
 
 
