@@ -39,6 +39,12 @@ BIG_REGRESSION_SEEDS: dict[int, tuple[list[int] | None, str]] = {
     7423: (None, "the same, seen by baton audit's use of the settled check"),
 }
 
+# The same, found with every record of a service's transaction appended twice (``--duplicate-internal 0.2``).
+DUPLICATING = SimConfig(internal_duplicate_p=0.2)
+DUPLICATE_REGRESSION_SEEDS: dict[int, str] = {
+    30031: "a refund command delivered twice was answered with a failure, then a success, under one event id",
+}
+
 # Seeds of bugs found and not fixed yet (reported on issue 10): they must fail until the fix lands, then move up.
 OPEN_BUG_SEEDS: dict[int, tuple[list[int] | None, str]] = {}
 # The violations of those open bugs, tolerated in the suite's range until their fix lands (then removed).
@@ -73,6 +79,12 @@ def test_a_bigger_seed_that_found_a_bug_holds_every_invariant(seed: int) -> None
     for events in ([keep, None] if keep is not None else [None]):
         result = run_seed(seed, BIG, keep=events)
         assert result.ok or only_open_bugs(result), f"seed {seed} ({found}), events {events}: {result.failures[:3]}"
+
+
+@pytest.mark.parametrize("seed", sorted(DUPLICATE_REGRESSION_SEEDS))
+def test_a_seed_that_found_a_bug_under_duplicated_records_holds_every_invariant(seed: int) -> None:
+    result = run_seed(seed, config=DUPLICATING)
+    assert result.ok, f"seed {seed} ({DUPLICATE_REGRESSION_SEEDS[seed]}): {result.failures[:3]}"
 
 
 @pytest.mark.parametrize("seed", sorted(OPEN_BUG_SEEDS))
