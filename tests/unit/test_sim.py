@@ -14,7 +14,7 @@ import pytest
 from baton.sim.seeds import DEFAULT_SIZE, run_seed, run_seeds
 from baton.sim.shrink import shrink
 from baton.sim.workload import PlaceOrder, Size, generate
-from baton.sim.world import SimConfig, SimResult
+from baton.sim.world import SimConfig
 from services.inventory.domain.ledger import Position
 
 SUITE_SEEDS = int(os.environ.get("BATON_SIM_SEEDS", "2000"))
@@ -45,16 +45,6 @@ DUPLICATE_REGRESSION_SEEDS: dict[int, str] = {
     30031: "a refund command delivered twice was answered with a failure, then a success, under one event id",
 }
 
-# Seeds of bugs found and not fixed yet (reported on issue 10): they must fail until the fix lands, then move up.
-OPEN_BUG_SEEDS: dict[int, tuple[list[int] | None, str]] = {}
-# The violations of those open bugs, tolerated in the suite's range until their fix lands (then removed).
-OPEN_BUG_FAILURES: tuple[str, ...] = ()
-
-
-def only_open_bugs(result: SimResult) -> bool:
-    return bool(result.failures) and all(f.startswith(OPEN_BUG_FAILURES) for f in result.failures)
-
-
 def test_a_seed_replays_identically() -> None:
     first, again = run_seed(7), run_seed(7)
     assert first.digest == again.digest
@@ -70,7 +60,7 @@ def test_a_seed_that_found_a_bug_holds_every_invariant(seed: int) -> None:
     keep, found = REGRESSION_SEEDS[seed]
     for events in ([keep, None] if keep is not None else [None]):
         result = run_seed(seed, keep=events)
-        assert result.ok or only_open_bugs(result), f"seed {seed} ({found}), events {events}: {result.failures[:3]}"
+        assert result.ok, f"seed {seed} ({found}), events {events}: {result.failures[:3]}"
 
 
 @pytest.mark.parametrize("seed", sorted(BIG_REGRESSION_SEEDS))
@@ -78,7 +68,7 @@ def test_a_bigger_seed_that_found_a_bug_holds_every_invariant(seed: int) -> None
     keep, found = BIG_REGRESSION_SEEDS[seed]
     for events in ([keep, None] if keep is not None else [None]):
         result = run_seed(seed, BIG, keep=events)
-        assert result.ok or only_open_bugs(result), f"seed {seed} ({found}), events {events}: {result.failures[:3]}"
+        assert result.ok, f"seed {seed} ({found}), events {events}: {result.failures[:3]}"
 
 
 @pytest.mark.parametrize("seed", sorted(DUPLICATE_REGRESSION_SEEDS))
@@ -87,24 +77,15 @@ def test_a_seed_that_found_a_bug_under_duplicated_records_holds_every_invariant(
     assert result.ok, f"seed {seed} ({DUPLICATE_REGRESSION_SEEDS[seed]}): {result.failures[:3]}"
 
 
-@pytest.mark.parametrize("seed", sorted(OPEN_BUG_SEEDS))
-def test_a_seed_of_an_open_bug_still_fails_until_its_fix(seed: int) -> None:
-    keep, found = OPEN_BUG_SEEDS[seed]
-    result = run_seed(seed, keep=keep)
-    if result.ok:
-        pytest.xfail(f"seed {seed} passes now ({found}): move it to REGRESSION_SEEDS")
-    assert only_open_bugs(result), result.failures[:3]
-
-
 def test_the_suite_seeds_hold_every_invariant() -> None:
-    failed = [r for r in run_seeds(range(1000, 1000 + SUITE_SEEDS)) if not only_open_bugs(r)]
+    failed = [r for r in run_seeds(range(1000, 1000 + SUITE_SEEDS)) if not r.ok]
     assert not failed, "\n".join(f"seed {r.seed}: {r.failures[0]}" for r in failed[:10])
 
 
 def test_a_ledger_that_never_refuses_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Position, "available", property(lambda self: 1_000_000))  # every reservation fits
     caught = next((r for seed in range(1000, 1000 + SUITE_SEEDS)
-                   if not (r := run_seed(seed)).ok and not only_open_bugs(r)), None)
+                   if not (r := run_seed(seed)).ok), None)
     assert caught is not None, "a ledger that never refuses went unnoticed"
     assert caught.kind in ("no oversell", "holds")
     shrunk = shrink(generate(caught.seed), caught.seed, caught.kind)
