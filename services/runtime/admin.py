@@ -198,6 +198,9 @@ class LagProbe:
             **settings.kafka_client_options(), isolation_level="read_committed", enable_auto_commit=False
         )
         self._empty_gaps: set[tuple[TopicPartition, int, int]] = set()  # gaps known to hold no committed record
+        # one reader, assigned one partition at a time: concurrent callers (the bench watches several killed
+        # services at once) take turns, or one would seek a partition another had just unassigned
+        self._reader_turn = asyncio.Lock()
 
     async def __aenter__(self) -> LagProbe:
         await self.admin.start()
@@ -233,6 +236,13 @@ class LagProbe:
         markers or aborted records). An open transaction there keeps it False until it ends."""
         if (tp, start, end) in self._empty_gaps:
             return True
+        async with self._reader_turn:
+            empty = await self._read_gap(tp, start, end, wait_s)
+        if empty:
+            self._empty_gaps.add((tp, start, end))
+        return empty
+
+    async def _read_gap(self, tp: TopicPartition, start: int, end: int, wait_s: float) -> bool:
         reader = self.committed_reader
         reader.assign([tp])
         reader.seek(tp, start)
@@ -245,7 +255,6 @@ class LagProbe:
                 break
             if asyncio.get_running_loop().time() > deadline:
                 return False
-        self._empty_gaps.add((tp, start, end))
         return True
 
 
