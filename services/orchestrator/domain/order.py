@@ -503,14 +503,22 @@ class _Step:
             self._plan_need(state.need(), initial=False)
             self._advance()
 
+    def _held_line_free_to_resource(self, reservation_id: str, reason: str) -> PlannedLine | None:
+        """The held line the ledger just gave units back on, if the saga should re-source them now: not when
+        the order is over, and not while a location is picking it (the pick then says what was there)."""
+        line = self._line(reservation_id)
+        if line is None or line.status != "held" or self.state.status in TERMINAL_STATUSES:
+            return None
+        if self._being_fulfilled(line):
+            self._await_pick(line, reason)
+            return None
+        return line
+
     def _on_ReservationReleased(self, event: ReservationReleased) -> None:
         """The ledger gave up a hold on its own (stock lost in a count): re-source those units, unless a
         location is already picking them (then the pick says what was there)."""
-        line = self._line(event.reservation_id)
-        if line is None or line.status != "held" or self.state.status in TERMINAL_STATUSES:
-            return
-        if self._being_fulfilled(line):
-            self._await_pick(line, event.reason)
+        line = self._held_line_free_to_resource(event.reservation_id, event.reason)
+        if line is None:
             return
         line.status = "released"
         self.state.excluded.append(f"{line.sku}@{line.location}")
@@ -519,11 +527,8 @@ class _Step:
     def _on_ReservationReduced(self, event: ReservationReduced) -> None:
         """The ledger shrank a hold (stock lost under it): re-source the units it gave back, unless a location
         is already picking the line (then the pick says what was there)."""
-        line = self._line(event.reservation_id)
-        if line is None or line.status != "held" or self.state.status in TERMINAL_STATUSES:
-            return
-        if self._being_fulfilled(line):
-            self._await_pick(line, event.reason)
+        line = self._held_line_free_to_resource(event.reservation_id, event.reason)
+        if line is None:
             return
         line.short = max(line.short, line.qty - event.qty)  # absolute: a repeated reduction changes nothing
         self.state.excluded.append(f"{line.sku}@{line.location}")
