@@ -18,9 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from baton.stack.local import ensured_stack, kafka_answers, redis_answers
-from services.runtime.admin import delete_namespace
-from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
+from tests.support import clean_namespace
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +64,4 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
     namespace = f"test-{uuid.uuid4().hex[:8]}"
     scoped = stack_settings.with_namespace(namespace)
     yield scoped
-    asyncio.run(_cleanup(scoped))
-
-
-async def _cleanup(settings: Settings) -> None:
-    await delete_namespace(settings)
-    read_model = ReadModel(settings.redis_url, settings.namespace)
-    try:
-        await read_model.purge()
-    finally:
-        await read_model.close()
+    asyncio.run(clean_namespace(scoped))

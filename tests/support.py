@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -16,7 +18,7 @@ from schemas.network import Location, LocationConfigured
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
 from services.runtime import replay
-from services.runtime.admin import ensure_topics, wait_caught_up
+from services.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 
@@ -100,3 +102,28 @@ def running_services(
         yield running
     finally:
         running.stop()
+
+
+async def clean_namespace(settings: Settings) -> None:
+    """Remove a test namespace's topics, consumer groups and Redis keys."""
+    await delete_namespace(settings)
+    read_model = ReadModel(settings.redis_url, settings.namespace)
+    try:
+        await read_model.purge()
+    finally:
+        await read_model.close()
+
+
+def run_bench(
+    settings: Settings, out: Any, *args: str, timeout_s: int, process_timeout_s: int
+) -> subprocess.CompletedProcess[bytes]:
+    """``baton bench ... --json`` in the test's namespace, as a user would run it (its own process)."""
+    env = {
+        "BATON_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BATON_REDIS_URL": settings.redis_url,
+        "BATON_HOME": str(settings.home),
+        "PATH": "/usr/bin:/bin",
+    }
+    command = [sys.executable, "-m", "baton", "bench", *args, "--json", "--out", str(out),
+               "--namespace", settings.namespace, "--timeout", str(timeout_s)]
+    return subprocess.run(command, capture_output=True, env=env, timeout=process_timeout_s)

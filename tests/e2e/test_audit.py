@@ -18,9 +18,8 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from baton.audit.log import LogRecord, read_log
-from services.runtime.admin import delete_namespace
-from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
+from tests.support import clean_namespace
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -48,16 +47,7 @@ def played(stack_settings: Settings) -> Iterator[Settings]:
     done = _baton(settings, "scenario", "run", str(SCENARIOS / "omnichannel.yaml"), "--json")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     yield settings
-    asyncio.run(_cleanup(settings))
-
-
-async def _cleanup(settings: Settings) -> None:
-    await delete_namespace(settings)
-    read_model = ReadModel(settings.redis_url, settings.namespace)
-    try:
-        await read_model.purge()
-    finally:
-        await read_model.close()
+    asyncio.run(clean_namespace(settings))
 
 
 def test_a_clean_run_audits_clean_and_every_decision_replays_the_same(played: Settings) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,25 +9,14 @@ import orjson
 import pytest
 
 from services.runtime.settings import Settings
+from tests.support import run_bench
 
 pytestmark = pytest.mark.e2e
 ORDERS = 60
 
 
-def _bench(settings: Settings, out: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {
-        "BATON_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BATON_REDIS_URL": settings.redis_url,
-        "BATON_HOME": str(settings.home),
-        "PATH": "/usr/bin:/bin",
-    }
-    command = [sys.executable, "-m", "baton", "bench", *args, "--json", "--out", str(out),
-               "--namespace", settings.namespace, "--timeout", "300"]
-    return subprocess.run(command, capture_output=True, env=env, timeout=540)
-
-
 def test_a_small_burst_gives_a_whole_and_consistent_report(settings: Settings, tmp_path: Path) -> None:
-    done = _bench(settings, tmp_path, "--orders", str(ORDERS))
+    done = run_bench(settings, tmp_path, "--orders", str(ORDERS), timeout_s=300, process_timeout_s=540)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     report = orjson.loads(done.stdout)  # exactly one JSON document on stdout
     assert report["completed"] is True

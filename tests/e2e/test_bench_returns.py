@@ -6,8 +6,6 @@ under one idempotency key and paid once. No speed is asserted."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import orjson
 import pytest
 
 from services.runtime.settings import Settings
+from tests.support import run_bench
 
 pytestmark = pytest.mark.e2e
 ORDERS = 300
@@ -22,23 +21,11 @@ KILLS = ("orchestrator:1", "inventory:1", "wms:1", "payments:1")
 FAIL_FIRST = 2
 
 
-def _bench(settings: Settings, out: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {
-        "BATON_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BATON_REDIS_URL": settings.redis_url,
-        "BATON_HOME": str(settings.home),
-        "PATH": "/usr/bin:/bin",
-    }
-    command = [sys.executable, "-m", "baton", "bench", *args, "--json", "--out", str(out),
-               "--namespace", settings.namespace, "--timeout", "400"]
-    return subprocess.run(command, capture_output=True, env=env, timeout=840)
-
-
 def test_returns_under_kills_settle_refunded_once_within_what_was_paid(settings: Settings, tmp_path: Path) -> None:
     kills = [arg for kill in KILLS for arg in ("--kill", kill)]
     # with returns, one kill of each service lands in the seconds after the first refund
-    done = _bench(settings, tmp_path, "--orders", str(ORDERS), "--returns", "0.3", "--seed", "3",
-                  "--payments-fail-first", str(FAIL_FIRST), *kills)
+    done = run_bench(settings, tmp_path, "--orders", str(ORDERS), "--returns", "0.3", "--seed", "3",
+                  "--payments-fail-first", str(FAIL_FIRST), *kills, timeout_s=400, process_timeout_s=840)
     assert done.stdout, done.stderr.decode()[-3000:]
     report = orjson.loads(done.stdout)
     assert report["invariants"]["ok"] is True, report["invariants"]["violations"]

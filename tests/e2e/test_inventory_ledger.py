@@ -45,8 +45,7 @@ from schemas.topics import INVENTORY_COMMANDS, INVENTORY_MOVEMENTS, INVENTORY_RE
 from services.runtime.admin import ensure_topics
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name
-from tests.conftest import _cleanup
-from tests.support import availability, read_topic, wait_for
+from tests.support import availability, clean_namespace, read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 SKU = "BOOT-42"
@@ -86,7 +85,7 @@ def run(stack_settings: Settings) -> Iterator[Run]:
         yield played
     finally:
         services.stop()
-        asyncio.run(_cleanup(settings))
+        asyncio.run(clean_namespace(settings))
 
 
 def cmd(reservation: str, qty: int, backorder: bool = True, **extra: Any) -> ReserveStock:
