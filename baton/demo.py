@@ -26,8 +26,7 @@ from rich.table import Table
 
 from baton.scenario.model import Scenario, parse_scenario
 from baton.scenario.runner import EXIT_COMPLETED, RunOptions, RunOutcome, run_scenario
-from services.runtime.admin import delete_namespace
-from services.runtime.readmodel import ReadModel
+from services.runtime.admin import purge_namespace
 from services.runtime.settings import Settings
 
 DEMO_RESOURCE = "builtin/demo.yaml"
@@ -90,15 +89,7 @@ def end_demo(outcome: RunOutcome) -> None:
     outcome.services.stop()
     settings = outcome.services.settings
 
-    async def purge() -> None:
-        await delete_namespace(settings)
-        read_model = ReadModel(settings.redis_url, settings.namespace)
-        try:
-            await read_model.purge()
-        finally:
-            await read_model.close()
-
-    asyncio.run(purge())
+    asyncio.run(purge_namespace(settings))
 
 
 demo = demo_command

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from baton.stack.local import ensured_stack, kafka_answers, redis_answers
+from services.runtime.admin import purge_namespace
 from services.runtime.settings import Settings
-from tests.support import clean_namespace
 
 
 @pytest.fixture(scope="session")
@@ -64,4 +64,4 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
     namespace = f"test-{uuid.uuid4().hex[:8]}"
     scoped = stack_settings.with_namespace(namespace)
     yield scoped
-    asyncio.run(clean_namespace(scoped))
+    asyncio.run(purge_namespace(scoped))

@@ -18,7 +18,7 @@ from schemas.network import Location, LocationConfigured
 from schemas.orders import OrderLine, OrderPlaced, ShipTo
 from schemas.topics import INVENTORY_COMMANDS, NETWORK
 from services.runtime import replay
-from services.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
+from services.runtime.admin import ensure_topics, wait_caught_up
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 
@@ -102,16 +102,6 @@ def running_services(
         yield running
     finally:
         running.stop()
-
-
-async def clean_namespace(settings: Settings) -> None:
-    """Remove a test namespace's topics, consumer groups and Redis keys."""
-    await delete_namespace(settings)
-    read_model = ReadModel(settings.redis_url, settings.namespace)
-    try:
-        await read_model.purge()
-    finally:
-        await read_model.close()
 
 
 def run_bench(

@@ -51,7 +51,7 @@ from schemas.topics import (
 )
 from schemas.wms import SupplyArrived
 from services.orchestrator.domain.rules import parse_rule_set
-from services.runtime.admin import delete_namespace, ensure_topics, wait_caught_up
+from services.runtime.admin import ensure_topics, purge_namespace, wait_caught_up
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import read_topic
 from services.runtime.settings import Settings
@@ -150,8 +150,7 @@ class ScenarioRun:
         if not self.options.keep:
             self.services.stop()
         if self.options.purge and not self.options.keep:
-            await delete_namespace(self.settings)
-            await self.read_model.purge()
+            await purge_namespace(self.settings)
         await self.read_model.close()
 
     async def _load_network_and_stock(self, publisher: Publisher) -> None:

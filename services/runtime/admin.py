@@ -26,6 +26,7 @@ from schemas.topics import (
     WMS_TASKS,
     TopicSpec,
 )
+from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name, topic_config
 
@@ -164,6 +165,16 @@ SUBSCRIPTIONS: dict[str, tuple[TopicSpec, ...]] = {
     "payments": (PAYMENTS_COMMANDS,),
     "wms-{location}": (WMS_COMMANDS, WMS_TASKS),
 }
+
+
+async def purge_namespace(settings: Settings) -> None:
+    """Everything a namespace left behind: its topics and consumer groups, and its Redis keys."""
+    await delete_namespace(settings)
+    read_model = ReadModel(settings.redis_url, settings.namespace)
+    try:
+        await read_model.purge()
+    finally:
+        await read_model.close()
 
 
 def subscriptions(settings: Settings, locations: Iterable[str]) -> dict[str, list[str]]:

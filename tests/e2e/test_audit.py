@@ -18,8 +18,8 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from baton.audit.log import LogRecord, read_log
+from services.runtime.admin import purge_namespace
 from services.runtime.settings import Settings
-from tests.support import clean_namespace
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -47,7 +47,7 @@ def played(stack_settings: Settings) -> Iterator[Settings]:
     done = _baton(settings, "scenario", "run", str(SCENARIOS / "omnichannel.yaml"), "--json")
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     yield settings
-    asyncio.run(clean_namespace(settings))
+    asyncio.run(purge_namespace(settings))
 
 
 def test_a_clean_run_audits_clean_and_every_decision_replays_the_same(played: Settings) -> None:

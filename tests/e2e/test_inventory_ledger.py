@@ -42,10 +42,10 @@ from schemas.inventory import (
 )
 from schemas.network import Location, LocationConfigured
 from schemas.topics import INVENTORY_COMMANDS, INVENTORY_MOVEMENTS, INVENTORY_RESERVATIONS, NETWORK
-from services.runtime.admin import ensure_topics
+from services.runtime.admin import ensure_topics, purge_namespace
 from services.runtime.settings import Settings
 from services.runtime.topicnames import full_topic_name
-from tests.support import availability, clean_namespace, read_topic, wait_for
+from tests.support import availability, read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 SKU = "BOOT-42"
@@ -85,7 +85,7 @@ def run(stack_settings: Settings) -> Iterator[Run]:
         yield played
     finally:
         services.stop()
-        asyncio.run(clean_namespace(settings))
+        asyncio.run(purge_namespace(settings))
 
 
 def cmd(reservation: str, qty: int, backorder: bool = True, **extra: Any) -> ReserveStock:
