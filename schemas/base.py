@@ -11,7 +11,8 @@ LocationId = Annotated[str, StringConstraints(min_length=1, max_length=64, patte
 EntityId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Quantity = Annotated[int, Field(ge=0, le=1_000_000)]
 PositiveQuantity = Annotated[int, Field(gt=0, le=1_000_000)]
-Money = Annotated[float, Field(ge=0)]
+# no NaN or infinity: JSON cannot carry them, but "Infinity", "NaN" or 1e400 would otherwise parse as floats
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
 
@@ -36,6 +37,8 @@ class Message(Frozen):
     event_type: ClassVar[str]
     message_kind: ClassVar[Literal["event", "command"]] = "event"
     summary: ClassVar[str] = ""
+    # fields telling when something already happened (placed, asked): never far ahead of the record's own time
+    happened_at_fields: ClassVar[tuple[str, ...]] = ()
 
     def subject(self) -> str:
         """The CloudEvents ``subject``: the aggregate this message is about."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -15,6 +15,11 @@ from schemas.registry import model_for
 
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-2b7e-4c41-9d55-6a0c1f0b7a11")
 _ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
+# How far a message's time (the envelope's ``time``, an order's ``placed_at``) may run ahead of the record's own
+# time (set on produce; Kafka 4 refuses a record stamped over an hour ahead of the broker's clock): clocks drift
+# by seconds, time zones mistaken for UTC by hours; a day more is a forged or broken time
+# (docs/decisions/0011-bad-input.md).
+MAX_TIME_AHEAD = timedelta(days=1)
 
 
 class Envelope(BaseModel):
@@ -116,10 +121,18 @@ def json_time(moment: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
-    """Parse and validate a raw Kafka value into its envelope and typed message, or raise InvalidMessage."""
+def decode(
+    raw: bytes | str | None, *, max_bytes: int | None = None, record_time: datetime | None = None
+) -> tuple[Envelope, Message]:
+    """Parse and validate a raw Kafka value into its envelope and typed message, or raise InvalidMessage.
+
+    ``max_bytes``: a longer value is refused before it is parsed. ``record_time``: the record's Kafka timestamp;
+    a message whose time (or a field saying when it happened) is more than ``MAX_TIME_AHEAD`` later is refused.
+    """
     if raw is None:
         raise InvalidMessage("empty message (no value)")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidMessage(f"record too large: {len(raw):,} bytes, over the topic's limit of {max_bytes:,}")
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -138,7 +151,24 @@ def decode(raw: bytes | str | None) -> tuple[Envelope, Message]:
         message = model.model_validate(envelope.data)
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {envelope.type} data: {_brief(exc)}") from exc
+    if record_time is not None:
+        _check_not_ahead(envelope, message, record_time)
     return envelope, message
+
+
+def _check_not_ahead(envelope: Envelope, message: Message, record_time: datetime) -> None:
+    latest = record_time + MAX_TIME_AHEAD
+    stamps = {"time": envelope.time, **{name: getattr(message, name) for name in message.happened_at_fields}}
+    for name, stamp in stamps.items():
+        if isinstance(stamp, datetime) and _aware(stamp) > latest:
+            hours = MAX_TIME_AHEAD.total_seconds() / 3600
+            raise InvalidMessage(f"time in the future: {name} {stamp.isoformat()} is more than {hours:g} h after "
+                                 f"the record's time {record_time.isoformat()}")
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time without an offset is read as UTC (as the services write and compare times)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _brief(exc: ValidationError) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.base import (
     Channel,
@@ -37,6 +37,9 @@ OrderStatus = Literal[
     "rejected",
 ]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"shipped", "collected", "expired", "cancelled", "rejected"})
+# an order of more lines is refused at the edge (dead-lettered): B2B orders run to a few dozen lines; a plan, a
+# status and a pick list stay small, and one order cannot fill a record (docs/decisions/0011-bad-input.md)
+MAX_ORDER_LINES = 200
 
 
 class OrderLine(Frozen):
@@ -79,7 +82,10 @@ class OrderPlaced(Message):
     order_id: EntityId
     channel: Channel
     customer_id: EntityId
-    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=200)]
+    lines: Annotated[
+        list[OrderLine],
+        Field(min_length=1, max_length=MAX_ORDER_LINES, description="One line per SKU (a SKU twice is refused)."),
+    ]
     delivery: Delivery
     store_id: LocationId | None = None
     currency: str = "EUR"
@@ -93,6 +99,16 @@ class OrderPlaced(Message):
         description="Set by the OMS on a replacement order: the return (``order_id/return_id``) it replaces; "
         "already paid, so no new payment is taken.",
     )
+    happened_at_fields = ("placed_at",)
+
+    @model_validator(mode="after")
+    def _one_line_per_sku(self) -> OrderPlaced:
+        seen: set[str] = set()
+        for line in self.lines:
+            if line.sku in seen:
+                raise ValueError(f"SKU {line.sku!r} is on more than one line (one line per SKU, quantities summed)")
+            seen.add(line.sku)
+        return self
 
     def subject(self) -> str:
         return self.order_id
@@ -154,6 +170,7 @@ class ReturnRequested(Message):
     requested_at: datetime | None = Field(
         default=None, description="When the customer asked (for the return window); unset: when the OMS reads it."
     )
+    happened_at_fields = ("requested_at",)
 
     def subject(self) -> str:
         return self.order_id
@@ -210,6 +227,18 @@ class OrderRejected(Message):
 
     order_id: EntityId
     reason: str
+
+    def subject(self) -> str:
+        return self.order_id
+
+
+class OrderPlacementRefused(Message):
+    event_type = "order.placement_refused.v1"
+    summary = "An order placed under an order id already taken by an order of other content: refused, the first stands."
+
+    order_id: EntityId
+    reason: str
+    refused_event_id: str = Field(description="The CloudEvents id of the refused ``order.placed``.")
 
     def subject(self) -> str:
         return self.order_id

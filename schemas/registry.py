@@ -21,6 +21,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     orders.ReturnAuthorized,
     orders.ReturnRejected,
     orders.ReturnRefunded,
+    orders.OrderPlacementRefused,
     inventory.ReserveStock,
     inventory.ReleaseReservation,
     inventory.ConsumeReservation,

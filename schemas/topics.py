@@ -13,6 +13,12 @@ from schemas import catalog, inventory, network, orders, payments, wms
 from schemas.base import Message
 
 KEEP_FOREVER = -1
+# The largest record value the public inbound topic takes (docs/decisions/0011-bad-input.md): an order of the most
+# lines allowed is about 30 KB; CloudEvents asks every hop to carry events up to 64 KiB. The broker refuses a bigger
+# record on produce (the topic's ``max.message.bytes``: this plus room for the batch header and the key); a record
+# that got in anyway (compressed under the broker's limit, a topic made before the limit) is dead-lettered.
+PUBLIC_MAX_MESSAGE_BYTES = 256 * 1024
+BATCH_OVERHEAD_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class TopicSpec:
     producers: tuple[str, ...] = ()
     consumers: tuple[str, ...] = ()
     extra_config: dict[str, str] = field(default_factory=dict)
+    max_message_bytes: int | None = None  # a record value over this is refused (broker) or dead-lettered (service)
 
     def resolve(self, location: str | None = None) -> str:
         if self.per_location:
@@ -46,11 +53,14 @@ ORDERS_INBOUND = TopicSpec(
     public=True,
     producers=("web shop", "marketplace connector", "B2B portal", "store POS", "call centre"),
     consumers=("orchestrator",),
+    max_message_bytes=PUBLIC_MAX_MESSAGE_BYTES,
+    extra_config={"max.message.bytes": str(PUBLIC_MAX_MESSAGE_BYTES + BATCH_OVERHEAD_BYTES)},
 )
 ORDERS_STATUS = TopicSpec(
     name="orders.status.v1",
     key="order_id",
-    messages=(orders.OrderStatusChanged, orders.ReturnAuthorized, orders.ReturnRejected, orders.ReturnRefunded),
+    messages=(orders.OrderStatusChanged, orders.ReturnAuthorized, orders.ReturnRejected, orders.ReturnRefunded,
+              orders.OrderPlacementRefused),
     description="The public outbound topic: every status change of every order, and of its returns.",
     public=True,
     producers=("orchestrator",),

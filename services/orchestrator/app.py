@@ -346,7 +346,7 @@ class Orchestrator(StreamService):
 
     def snapshot(self, ctx: TaskContext, state: OrderState | None, message: Message, now: datetime) -> Snapshot:
         snap = Snapshot(network=self.master.network, rules=self.master.rules, now=now)
-        if isinstance(message, ReturnRequested):
+        if isinstance(message, ReturnRequested | OrderPlaced):  # an exchange's prices; the SKUs the catalog knows
             snap.prices = self.master.prices
         if not isinstance(message, PLANNING_MESSAGES):
             return snap

@@ -43,7 +43,7 @@ from aiokafka.errors import (
 from schemas.base import Message
 from schemas.envelope import Envelope, InvalidMessage, decode, encode, envelope_for
 from schemas.network import DeadLettered
-from schemas.topics import DEAD_LETTERS
+from schemas.topics import ALL_TOPICS, DEAD_LETTERS
 from services.runtime.admin import CHANGELOG_CONFIG, changelog_name
 from services.runtime.assignor import TaskAssignor
 from services.runtime.logs import get_logger
@@ -70,6 +70,17 @@ UNWRITABLE = (
 def unwritable(error: BaseException) -> bool:
     """The batch itself cannot be written (a record too large, a bad topic name, a value that is not bytes)."""
     return isinstance(error, UNWRITABLE) or not isinstance(error, KafkaError | asyncio.TimeoutError | OSError)
+
+
+def input_size_limits(settings: Settings) -> dict[str, int]:
+    """Full topic name -> the largest record value its readers take (the catalog's limits, public topics)."""
+    return {settings.topic(spec.name): spec.max_message_bytes for spec in ALL_TOPICS
+            if spec.max_message_bytes is not None and not spec.per_location}
+
+
+def record_time(timestamp_ms: int) -> datetime | None:
+    """A record's Kafka timestamp as a time (None for a record without one)."""
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms > 0 else None
 
 
 def changelog_topic(settings: Settings, service_name: str, store: str) -> str:
@@ -253,6 +264,7 @@ class Engine:
         self._listener = _Rebalance(self)
         self._rejoin = False  # a task was fenced: ask the group again who owns what
         self._dead_letter_topic = settings.topic(DEAD_LETTERS.name)
+        self._size_limits = input_size_limits(settings)
         self.observer = EngineObserver()  # replaced by whoever watches (``services.runtime.metrics``)
 
     # --- life cycle ------------------------------------------------------------------------------------
@@ -622,7 +634,8 @@ class Engine:
             )
             self.stats.inputs += 1
             try:
-                envelope, message = decode(record.value)
+                envelope, message = decode(record.value, max_bytes=self._size_limits.get(record.topic),
+                                           record_time=record_time(record.timestamp))
             except InvalidMessage as exc:
                 dead.append(self._dead_letter(incoming, str(exc)))
                 continue

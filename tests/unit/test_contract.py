@@ -242,7 +242,11 @@ def _text(low: int, high: int) -> st.SearchStrategy[str]:
 
 def _list(item: Any, c: dict[str, Any]) -> st.SearchStrategy[list[Any]]:
     low = c.get("min_length", 0)
-    return st.lists(_strategy(item, []), min_size=low, max_size=min(c.get("max_length", low + 3), low + 3))
+    high = min(c.get("max_length", low + 3), low + 3)
+    if isinstance(item, type) and issubclass(item, BaseModel) and "sku" in item.model_fields:
+        # lines of an order take a SKU once (a model validator, which hypothesis can't read either)
+        return st.lists(_strategy(item, []), min_size=low, max_size=high, unique_by=lambda line: line.sku)
+    return st.lists(_strategy(item, []), min_size=low, max_size=high)
 
 
 def _constraints(metadata: list[Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from schemas.orders import (
     OrderCancelRequested,
     OrderLine,
     OrderPlaced,
+    OrderPlacementRefused,
     OrderRejected,
     OrderShipped,
     OrderStatusChanged,
@@ -31,7 +32,7 @@ from schemas.orders import (
 from schemas.topics import INVENTORY_COMMANDS, ORDERS_EVENTS, ORDERS_STATUS, WMS_COMMANDS
 from schemas.wms import FulfilmentAccepted, FulfilOrder, Parcel, ParcelShipped
 from services.orchestrator.domain.network import NetworkView
-from services.orchestrator.domain.order import Decision, OrderSaga, OrderState
+from services.orchestrator.domain.order import Decision, OrderSaga, OrderState, Snapshot
 from services.orchestrator.domain.rules import DEFAULT_RULES
 from services.orchestrator.domain.sourcing import Availability
 from services.runtime.outbox import Emit
@@ -212,10 +213,14 @@ def test_no_source_rejects_the_order() -> None:
     assert of(emits, ReserveStock) == []
 
 
-def test_message_for_an_unknown_order_is_ignored() -> None:
+def test_event_for_an_unknown_order_is_ignored_and_a_cancel_of_one_is_refused() -> None:
     saga = OrderSaga(network(), {})
+    late = FulfilmentAccepted(request_id="nope/a1/WH-A", order_id="nope", location="WH-A")
+    assert saga.handle(None, late, "m-0") == Decision(emits=[], state=None)
     decision = saga.handle(None, OrderCancelRequested(order_id="nope"), "m-1")
-    assert decision == Decision(emits=[], state=None)
+    assert decision.state is None
+    [refused] = [emit.message for emit in decision.emits]
+    assert isinstance(refused, CancelRefused) and refused.reason == "cancel refused: unknown order"
 
 
 def test_fulfilment_accepted_before_allocation_changes_nothing() -> None:
@@ -441,14 +446,42 @@ def test_same_parcel_under_a_new_message_id_is_shipped_once() -> None:
     assert len(run.st.shipments) == 1 and run.lines() == [("X", 2, 2, 0, 0)]
 
 
-def test_second_order_placed_with_the_same_order_id_has_no_effect() -> None:
+def test_second_order_of_other_content_under_a_taken_order_id_is_refused_and_the_first_stands() -> None:
     run = Run({"X": {"WH-A": 5}, "Y": {"WH-A": 5}})
     run.send(placed(X=1), "p-1")
     before = run.st.model_dump()
     emits = run.send(placed(Y=4), "p-2")
-    assert emits == []
+    [refused] = of(emits, OrderPlacementRefused)
+    assert len(emits) == 1 and emits[0].topic == ORDERS_STATUS.name
+    assert isinstance(refused, OrderPlacementRefused) and refused.refused_event_id == "p-2"
+    assert "already placed with other content (lines differ)" in refused.reason and "(accepted)" in refused.reason
     assert run.st.model_dump() == before
     assert [ln.sku for ln in run.st.order.lines] == ["X"]
+    assert run.send(placed(Y=4), "p-2") == emits  # redelivered: the same refusal, under the same event id
+
+
+def test_the_same_order_placed_again_under_a_new_event_id_changes_nothing() -> None:
+    run = Run({"X": {"WH-A": 5}})
+    run.send(placed(X=1), "p-1")
+    before = run.st.model_dump()
+    assert run.send(placed(X=1), "p-retry") == []  # a producer's retry with a new CloudEvents id
+    assert run.st.model_dump() == before
+
+
+def test_an_order_of_an_unknown_sku_is_rejected_with_the_sku_named() -> None:
+    run = Run({"X": {"WH-A": 5}})
+    emits = run.send(placed(X=1, NOPE=1))
+    assert run.st.status == "rejected" and "unknown SKU 'NOPE'" in (run.st.reason or "")
+    assert of(emits, ReserveStock) == []
+
+
+def test_a_sku_known_only_by_the_catalog_or_a_zero_position_is_not_unknown() -> None:
+    run = Run({"X": {"WH-A": 0}})
+    run.send(placed(X=1))
+    assert run.st.status == "rejected" and "no source and no supply" in (run.st.reason or "")
+    catalog = OrderSaga(network(), snapshot=Snapshot(network=network(), prices={"CAT": 9.0}))
+    state = catalog.handle(None, placed(CAT=1), "m-1").state
+    assert state is not None and "no source and no supply" in (state.reason or "")
 
 
 def test_redelivered_order_placed_replays_its_emits() -> None:

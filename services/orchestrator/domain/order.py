@@ -43,6 +43,7 @@ from schemas.orders import (
     OrderDeadlineReached,
     OrderLine,
     OrderPlaced,
+    OrderPlacementRefused,
     OrderRejected,
     OrderShipped,
     OrderStatus,
@@ -228,7 +229,7 @@ class Snapshot:
     supply: Supply = field(default_factory=dict)
     rules: RuleSet = DEFAULT_RULES
     capacity_left: dict[str, int] = field(default_factory=dict)
-    prices: dict[str, float] = field(default_factory=dict)  # the catalog's, for exchanges of another SKU
+    prices: dict[str, float] = field(default_factory=dict)  # the catalog's: exchanges of another SKU, known SKUs
     # the agent passes the handled message's time; the fixed default keeps pure tests deterministic
     now: datetime = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -249,8 +250,8 @@ class OrderSaga:
         if state is not None and state.applied.seen(message_id):
             return Decision(emits=state.applied.replay(message_id), state=state)
         if isinstance(message, OrderPlaced):
-            if state is not None:
-                return Decision(state=state)  # the same order id placed again: no effect
+            if state is not None:  # the same order id placed again: the first stands
+                return Decision(emits=_placed_again(state, message, message_id), state=state)
             state = OrderState(order_id=message.order_id, placed=message.model_dump(mode="json"),
                                rule_set=self.snapshot.rules.name, rule_set_version=self.snapshot.rules.version)
         if state is None:
@@ -332,6 +333,10 @@ class _Step:
         self._plan_initial()
 
     def _invalid(self, placed: OrderPlaced) -> str | None:
+        unknown = [line.sku for line in placed.lines if not self._known_sku(line.sku)]
+        if unknown:
+            return f"invalid: unknown SKU {', '.join(map(repr, unknown))} (no location stocks or expects it, " \
+                   "not in the catalog)"
         delivery = placed.delivery
         if isinstance(delivery, PickupAt | ReserveAt):
             store = self.snap.network.get(delivery.location)
@@ -342,6 +347,10 @@ class _Step:
         if placed.store_id is not None and self.snap.network.get(placed.store_id) is None:
             return f"invalid: unknown store {placed.store_id!r}"
         return None
+
+    def _known_sku(self, sku: str) -> bool:
+        """A SKU some location holds a position of (even at zero, even only incoming supply), or the catalog's."""
+        return bool(self.snap.availability.get(sku)) or bool(self.snap.supply.get(sku)) or sku in self.snap.prices
 
     def _reject(self, reason: str) -> None:
         state = self.state
@@ -1000,8 +1009,26 @@ class _Step:
 SHIPMENT_OVERTURNS = frozenset({"cancelled", "rejected"})
 
 
+def _placed_again(state: OrderState, placed: OrderPlaced, message_id: str) -> list[Emit]:
+    """An order id placed again: the same order (a producer's retry) changes nothing; another order under a taken
+    id is refused in public, and the first stands whatever its status."""
+    first = state.order
+    if placed == first:
+        return []
+    differ = [name for name in OrderPlaced.model_fields if getattr(placed, name) != getattr(first, name)]
+    refused = OrderPlacementRefused(
+        order_id=placed.order_id, refused_event_id=message_id,
+        reason=f"order id {placed.order_id!r} already placed with other content ({', '.join(differ)} differ); "
+               f"the first order stands ({state.status})")
+    return [Emit.to(ORDERS_STATUS, placed.order_id, refused, derived_id(message_id, refused.event_type))]
+
+
 def _unknown_order(message: Message, message_id: str) -> list[Emit]:
-    """A return of an order the OMS never took is rejected in public; anything else about it is ignored."""
+    """A return or a cancel of an order the OMS never took is refused with the reason; anything else about it
+    (a late event of a purged order, a pickup) is ignored."""
+    if isinstance(message, OrderCancelRequested):
+        refused = CancelRefused(order_id=message.order_id, reason="cancel refused: unknown order")
+        return [Emit.to(ORDERS_EVENTS, message.order_id, refused, derived_id(message_id, refused.event_type))]
     if not isinstance(message, ReturnRequested):
         return []
     rejected = ReturnRejected(return_id=message.return_id, order_id=message.order_id, reason="unknown order",

@@ -312,13 +312,21 @@ def replacement_order(order: OrderPlaced, return_id: str, lines: list[ReturnLine
         order_id=exchange_order_id(order.order_id, return_id),
         channel=order.channel,
         customer_id=order.customer_id,
-        lines=[OrderLine(sku=ln.sku, qty=ln.qty, unit_price=0.0) for ln in lines],
+        lines=[OrderLine(sku=sku, qty=qty, unit_price=0.0) for sku, qty in _units_by_sku(lines).items()],
         delivery=delivery,
         currency=order.currency,
         customer_tier=order.customer_tier,
         placed_at=now,
         exchange_for=f"{order.order_id}/{return_id}",
     )
+
+
+def _units_by_sku(lines: list[ReturnLine]) -> dict[str, int]:
+    """One line per SKU (an order takes no SKU twice), in the order first asked."""
+    units: dict[str, int] = {}
+    for line in lines:
+        units[line.sku] = units.get(line.sku, 0) + line.qty
+    return units
 
 
 def _cents(amount: float) -> int:
