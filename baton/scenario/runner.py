@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from baton.bench.chaos import BackClock, Restart, kill_and_time
+from baton.feeds import wait_views_current
 from baton.invariants import (
     SETTLED_STATUSES,
     WAITING_STATUSES,
@@ -141,6 +142,7 @@ class ScenarioRun:
         self._progress("starting services", 0, len(self.services.services))
         await self.services.wait_ready()
         await self._wait_stock_loaded()
+        await wait_views_current(self.settings, self.services.services)
 
     async def finish(self) -> None:
         """Stop the services unless ``keep``; purge the namespace when asked."""

@@ -19,7 +19,7 @@ batch per SKU). Nothing here waits on the network while commands are applied:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -137,6 +137,9 @@ class InventoryService(StreamService):
 
     def inputs(self) -> list[str]:
         return [self.settings.topic(INVENTORY_COMMANDS.resolve())]
+
+    def views(self) -> Sequence[TopicFeed]:
+        return () if self.network_feed is None else (self.network_feed,)
 
     async def start(self) -> None:
         self.writer.start()

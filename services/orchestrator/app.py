@@ -14,6 +14,7 @@ import asyncio
 import heapq
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -278,6 +279,9 @@ class Orchestrator(StreamService):
 
     def inputs(self) -> list[str]:
         return [self.settings.topic(spec.resolve()) for spec in INBOX]
+
+    def views(self) -> Sequence[TopicFeed]:
+        return self.feeds
 
     async def start(self) -> None:
         for feed in self.feeds:

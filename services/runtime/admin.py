@@ -301,6 +301,23 @@ async def wait_caught_up(
     return True
 
 
+async def written_end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): high watermark}``: past every record written so far.
+
+    Not the last stable offset: a producer's commit returns once the coordinator decided, and the markers reach
+    the partitions a moment later, so a view measured against the stable offset then could pass for current
+    without the transaction just committed. A read-committed view reaches the high watermark once the marker
+    of every transaction open now is written (the marker takes the last offset)."""
+    reader = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    await reader.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(_partitions(settings, t))]
+        ends = await reader.end_offsets(tps) if tps else {}
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+    finally:
+        await reader.stop()
+
+
 def _partitions(settings: Settings, topic: str) -> int:
     for planned in planned_topics(settings, [topic.split(".")[2]] if ".wms." in f".{topic}" else []):
         if planned.name == topic:

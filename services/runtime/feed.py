@@ -26,6 +26,12 @@ class TopicFeed:
         self.topic = topic
         self.on_message = on_message
         self.caught_up = asyncio.Event()
+        self.positions: dict[int, int] = {}  # partition -> the next offset this view will read
+
+    def position_report(self) -> dict[str, dict[str, int]]:
+        """``{topic: {partition: next offset}}``: how far this view has read, for a runner that must know the
+        view holds what it published before it goes on (``GET /feeds``)."""
+        return {self.topic: {str(partition): offset for partition, offset in sorted(self.positions.items())}}
 
     async def run_forever(self, retry_s: float = 1.0) -> None:
         """``run``, started again from the beginning whenever it fails (a broker that went away): a view is never
@@ -52,6 +58,7 @@ class TopicFeed:
         await consumer.start()
         try:
             partitions = await self._wait_for_assignment(consumer)
+            self.positions.clear()  # read again from the beginning: a caught-up runner must wait again
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
             await self._follow(consumer, ends)
@@ -73,6 +80,8 @@ class TopicFeed:
             for records in batches.values():
                 for record in records:
                     self._apply(record.value)
+            for tp in ends:
+                self.positions[tp.partition] = await consumer.position(tp)
             # the consumer's position, not the last record's offset: a transaction's commit marker takes an
             # offset of its own, so a partition's end can lie past its last readable record
             for tp in list(pending):

@@ -22,13 +22,14 @@ committed. A handler must ``put`` every value it changed; it must not change a v
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from schemas.base import Message
 from schemas.envelope import Envelope, encode_message
+from services.runtime.feed import TopicFeed
 from services.runtime.outbox import Emit
 
 V = TypeVar("V")
@@ -236,6 +237,10 @@ class StreamService:
 
     async def start(self) -> None:
         """Before the first batch: follow global views (network, catalog, availability) until caught up."""
+
+    def views(self) -> Sequence[TopicFeed]:
+        """The global views it follows beside the engine (``GET /feeds`` reports how far each has read)."""
+        return ()
 
     def on_assigned(self, ctx: TaskContext) -> None:
         """A task was restored from its changelog and is about to process (rebuild in-memory indexes here)."""

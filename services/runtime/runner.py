@@ -12,7 +12,6 @@ import cProfile
 import dataclasses
 import gc
 import os
-import signal
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +21,7 @@ from aiohttp import web as aioweb
 
 from services.runtime.admin import ensure_topics
 from services.runtime.engine import Engine, EngineConfig
+from services.runtime.faults import Shutdown, watch_read_model
 from services.runtime.logs import configure_logging, get_logger
 from services.runtime.metrics import cancel, count_orders, sample_lag, watch, with_metrics
 from services.runtime.processing import StreamService
@@ -52,9 +52,10 @@ async def serve(
     watch(engine)
     await engine.start()
     read_model = ReadModel(settings.redis_url, settings.namespace)
-    runner, web_port = await _start_web(with_metrics(web), port)
+    runner, web_port = await _start_web(with_feeds(with_metrics(web), service), port)
     beat = asyncio.create_task(_heartbeat(read_model, heartbeat_name or service.name, engine.started, web_port))
-    background = [beat, asyncio.create_task(keep_gc_pauses_short()), asyncio.create_task(sample_lag(engine))]
+    background = [beat, asyncio.create_task(keep_gc_pauses_short()), asyncio.create_task(sample_lag(engine)),
+                  asyncio.create_task(watch_read_model(read_model, heartbeat_name or service.name, engine))]
     if service.name == "orchestrator":  # the owner of the orders' views counts them
         background.append(asyncio.create_task(count_orders(read_model)))
     try:
@@ -105,9 +106,9 @@ def run_service(
 
     async def main() -> None:
         engine = Engine(service, settings, config)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, engine.stop)
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        Shutdown(engine, main_task).install()  # a stop bounded in time, even with the broker away
         await serve(
             service, settings, web=web, port=port, locations=locations, heartbeat_name=heartbeat_name,
             engine=engine,
@@ -115,13 +116,15 @@ def run_service(
 
     profile_dir = os.environ.get("BATON_PROFILE")
     if not profile_dir:
-        asyncio.run(main())
+        with contextlib.suppress(asyncio.CancelledError):  # a stop that outran its grace (see ``faults``)
+            asyncio.run(main())
         return
     # measurements only: the whole run under cProfile, written on a clean stop (SIGTERM)
     profiler = cProfile.Profile(time.process_time)  # CPU time: on a shared machine wall time blames whoever waited
     profiler.enable()
     try:
-        asyncio.run(main())
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(main())
     finally:
         profiler.disable()
         os.makedirs(profile_dir, exist_ok=True)
@@ -154,6 +157,21 @@ async def _heartbeat(read_model: ReadModel, name: str, assigned: asyncio.Event, 
         except Exception as exc:  # Redis is for people's reads: never stop the service for it
             log.warning("heartbeat_failed", error=repr(exc))
         await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+def with_feeds(app: aioweb.Application, service: StreamService) -> aioweb.Application:
+    """``app`` with ``GET /feeds``: how far each global view of ``service`` has read, ``{topic: {partition:
+    next offset}}``. The scenario runner waits on it before its timeline: an order placed the moment the stock
+    was loaded must meet a view that holds that stock."""
+
+    async def feeds_view(_: aioweb.Request) -> aioweb.Response:
+        report: dict[str, dict[str, int]] = {}
+        for feed in service.views():
+            report.update(feed.position_report())
+        return aioweb.json_response(report)
+
+    app.router.add_get("/feeds", feeds_view)
+    return app
 
 
 async def _start_web(app: aioweb.Application, port: int) -> tuple[aioweb.AppRunner, int]:

@@ -61,13 +61,15 @@ class NodeProcess:
                       self.master.on_availability),
         ]
         self.service = NodeService(location, self.inbox, node, self.master, retain_s=config_row(location, raw_config)
-                                   .retain_s, sink=ViewsAndReplies(self.writer, self.desk), on_start=self.start)
+                                   .retain_s, sink=ViewsAndReplies(self.writer, self.desk), on_start=self.start,
+                                   feeds=self.feeds)
         self.background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Before the node's first batch: views writer, feeds (caught up), the commands' producer, auto-workers."""
         self.background.append(asyncio.create_task(self.writer.run()))
-        self.background += [asyncio.create_task(feed.run()) for feed in self.feeds]
+        # started again whenever one fails (a broker bounced): a node's master data must never stay behind
+        self.background += [asyncio.create_task(feed.run_forever()) for feed in self.feeds]
         await self.desk.start()
         if self.behaviour is not None:
             workers = AutoWorkers(self.settings.kafka_bootstrap, self.settings.group(self.service.name),

@@ -14,7 +14,7 @@ The timer (``on_timer``) releases due waves and lapsed claims by applying a ``No
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from schemas.envelope import Envelope, derived_id
 from schemas.inventory import AvailabilityChanged
 from schemas.network import LocationConfigured
 from schemas.wms import NodeTick, TaskUpdated
+from services.runtime.feed import TopicFeed
 from services.runtime.logs import get_logger
 from services.runtime.outbox import Emit
 from services.runtime.processing import AfterCommit, Incoming, Store, StoreSpec, StreamService, TaskContext
@@ -278,6 +279,7 @@ class NodeService(StreamService):
         retain_s: float,
         sink: CommitSink | None = None,
         on_start: Callable[[], Awaitable[None]] | None = None,
+        feeds: Sequence[TopicFeed] = (),
     ) -> None:
         self.name = f"wms-{location}"
         self.source = f"baton/wms/{location}"
@@ -287,6 +289,7 @@ class NodeService(StreamService):
         self.master = master
         self.janitor = Janitor(retain_s)
         self.sink = sink or CommitSink()
+        self.feeds = feeds
         self.on_start = on_start  # starts the master-data feeds (and what else the process runs), until caught up
         self.task_ctx: TaskContext | None = None  # the node's one task, once assigned (read by the HTTP API)
         self.placement = Placement()
@@ -297,6 +300,9 @@ class NodeService(StreamService):
 
     def inputs(self) -> list[str]:
         return [self.inbox]
+
+    def views(self) -> Sequence[TopicFeed]:
+        return self.feeds
 
     async def start(self) -> None:
         if self.on_start is not None:
