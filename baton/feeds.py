@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import aiohttp
 
@@ -19,7 +19,25 @@ from services.runtime.admin import written_end_offsets
 from services.runtime.readmodel import ReadModel
 from services.runtime.settings import Settings
 
+Progress = Callable[[str, int, int], None]
 Positions = dict[str, dict[str, int]]  # topic -> partition (as text, JSON keys) -> next offset to read
+
+
+async def wait_stock_loaded(
+    read_model: ReadModel, expected: Mapping[tuple[str, str], int], timeout_s: float = 60.0,
+    progress: Progress | None = None,
+) -> None:
+    """Return once the inventory's read model shows each ``(location, sku)`` on hand at its expected quantity."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        docs = await read_model.read_availability(sku for _, sku in expected)
+        loaded = sum(1 for (loc, sku), qty in expected.items() if docs.get(sku, {}).get(loc, {}).get("on_hand") == qty)
+        if progress is not None:
+            progress("loading stock", loaded, len(expected))
+        if loaded == len(expected):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the inventory service did not load the initial stock in time")
 
 
 async def wait_views_current(settings: Settings, services: Iterable[str], timeout_s: float = 30.0) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from baton.bench.chaos import BackClock, Restart, kill_and_time
-from baton.feeds import wait_views_current
+from baton.feeds import wait_stock_loaded, wait_views_current
 from baton.invariants import (
     SETTLED_STATUSES,
     WAITING_STATUSES,
@@ -186,19 +186,9 @@ class ScenarioRun:
             positions[(row.location, row.sku)] = (qty, row.qty)
         return positions
 
-    async def _wait_stock_loaded(self, timeout_s: float = 60.0) -> None:
-        expected = self._initial_positions()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            docs = await self.read_model.read_availability(sku for _, sku in expected)
-            loaded = sum(
-                1 for (loc, sku), (qty, _) in expected.items() if docs.get(sku, {}).get(loc, {}).get("on_hand") == qty
-            )
-            self._progress("loading stock", loaded, len(expected))
-            if loaded == len(expected):
-                return
-            await asyncio.sleep(0.2)
-        raise TimeoutError("the inventory service did not load the initial stock in time")
+    async def _wait_stock_loaded(self) -> None:
+        expected = {position: qty for position, (qty, _) in self._initial_positions().items()}
+        await wait_stock_loaded(self.read_model, expected, progress=self._progress)
 
     async def _play_timeline(self, publisher: Publisher, started: float) -> bool:
         t0 = time.monotonic()
