@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: chromium venv lock stack-up stack-down stack-status test lint demo bench bench-restart sim
+.PHONY: chromium venv lock stack-up stack-down stack-status test test-long lint demo bench bench-restart sim
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ chromium:
 
 test: venv chromium
 	$(BIN)/pytest -q
+
+# The tests marked `long` (minutes each: broker kills and bounces on a three-broker cluster, benches under chaos),
+# left out of `make test` to keep it under 15 minutes. Same real stack, started and stopped the same way.
+test-long: venv
+	$(BIN)/pytest -q -m long
 
 lint: venv
 	$(BIN)/ruff check .
