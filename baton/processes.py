@@ -93,6 +93,9 @@ class ServiceSet:
             BATON_REDIS_URL=self.settings.redis_url,
             BATON_HOME=str(self.settings.home),
             BATON_PARTITIONS=str(self.settings.partitions),
+            # a service creates its changelog topics itself: with the set's replication, not whatever the
+            # caller's environment says (on a three-broker cluster a changelog of one replica dies with its broker)
+            BATON_REPLICATION_FACTOR=str(self.settings.replication_factor),
         )
         if worker_config:
             env["BATON_WORKERS"] = worker_config

@@ -525,6 +525,37 @@ class LocalStack:
             self._spawn(node.name, self._kafka_argv(self._require_tools(), node))
         self._await(node.name, lambda: self._node_answers(node))
 
+    def kill_node(self, node_id: int) -> int:
+        """kill -9 one Kafka node baton started (a broker crash: no controlled shutdown, no leader hand-over);
+        returns its PID once it is gone. Its storage is kept: ``start_node`` brings it back."""
+        node = self.nodes[node_id - 1]
+        pid = self.owned_pid(node.name)
+        if pid is None:
+            raise StackError(f"{node.name} is not a running node of this stack ({self.stack_dir})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 10.0)
+        return pid
+
+    def stop_node(self, node_id: int, grace: float = STOP_GRACE_S) -> None:
+        """Stop one Kafka node cleanly (SIGTERM: it hands its leaderships over first), storage kept."""
+        node = self.nodes[node_id - 1]
+        pid = self.owned_pid(node.name)
+        if pid is None:
+            raise StackError(f"{node.name} is not a running node of this stack ({self.stack_dir})")
+        stop_pid(pid, marker_of(node.name), grace)
+
+    def restart_redis(self, pause_s: float = 0.0) -> None:
+        """Stop the Redis baton started (SIGTERM), wait ``pause_s``, start it again and wait until it answers.
+        The local Redis keeps nothing on disk: it comes back empty, as a Redis that lost its memory does."""
+        pid = self.owned_pid(REDIS)
+        if pid is None:
+            raise StackError(f"redis at {self.redis_ep} was not started by this stack ({self.stack_dir})")
+        stop_pid(pid, marker_of(REDIS))
+        time.sleep(pause_s)
+        self._spawn(REDIS, self._redis_argv(self._redis_server()))
+        self._await(REDIS, lambda: redis_answers(self._redis_probe_url()))
+
     # layout -------------------------------------------------------------------------------
 
     @property

@@ -222,13 +222,15 @@ def ensure_tls(directory: Path, host: str) -> None:
 def redis_key_patterns(namespace: str, principal: str) -> list[str]:
     """The keys a principal's views live under (see services.runtime.readmodel and wms_node.views)."""
     prefix = f"{namespace}:"
+    # the heartbeats, and the service's own marker that tells it Redis lost its keys (services.runtime.faults)
     heartbeat = f"{prefix}service:*"
+    marker = f"{prefix}views:{principal}"
     if principal == "orchestrator":
-        return [f"{prefix}order:*", f"{prefix}orders", heartbeat]
+        return [f"{prefix}order:*", f"{prefix}orders", heartbeat, marker]
     if principal == "inventory":
-        return [f"{prefix}stock:*", f"{prefix}skus", heartbeat]
+        return [f"{prefix}stock:*", f"{prefix}skus", heartbeat, marker]
     if principal.startswith("wms-"):
-        return [f"{prefix}wms:{principal.removeprefix('wms-')}:*", heartbeat]
+        return [f"{prefix}wms:{principal.removeprefix('wms-')}:*", heartbeat, marker]
     return [f"{prefix}*"]
 
 

@@ -54,6 +54,10 @@ from services.runtime.topicnames import full_topic_name, spec_named
 log = get_logger(__name__)
 
 FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+# each step of the clean-up after the loop (the lock, the producers, the consumer, the after-commit work) waits
+# at most this long: with the broker gone none of them can finish, and a stop must not wait for Kafka (decision 0012)
+CLOSE_STEP_S = 1.5
+OPEN_RETRY_MAX_S = 5.0  # a task that cannot be opened (Kafka unreachable) is tried again at most this far apart
 PROGRESS_EVERY_S = 30.0
 # Errors caused by what a batch would write, not by Kafka's state: retrying the same batch fails again.
 UNWRITABLE = (
@@ -254,6 +258,7 @@ class Engine:
         self.suspended: dict[int, Suspended] = {}
         self.lock = asyncio.Lock()  # a batch (apply + commit) and a rebalance never overlap
         self.stopping = asyncio.Event()
+        self.running = False  # the loop has started (a stop before it has nothing to commit)
         self.started = asyncio.Event()  # the first assignment is done (tasks restored)
         self.failure: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -294,6 +299,7 @@ class Engine:
         if self.consumer is None:
             await self.start()
         assert self.consumer is not None
+        self.running = True
         interval = max(self.service.timer_interval_s, 0.01)
         next_timer = time.monotonic() + interval
         next_progress = time.monotonic() + PROGRESS_EVERY_S
@@ -361,17 +367,34 @@ class Engine:
         """Ask the loop to finish its batch, commit, close producers and leave the group."""
         self.stopping.set()
 
+    def rejoin(self) -> None:
+        """Ask the group again who owns what: the tasks are revoked and assigned again (stores kept, only the
+        changelogs' tails read), so the service's ``on_assigned`` runs again (e.g. rewrites its views)."""
+        self._rejoin = True
+
     async def _close(self) -> None:
-        async with self.lock:
-            for task_id in list(self.tasks):
-                await self._drop_task(task_id, keep=False)
+        """Drop the tasks, leave the group, let the after-commit work finish: each step bounded, none fatal."""
+        try:
+            await asyncio.wait_for(self.lock.acquire(), CLOSE_STEP_S)
+            locked = True
+        except TimeoutError:  # a rebalance waiting on a broker that is gone: close without it
+            locked = False
+            log.warning("close_without_lock")
+        try:
+            await asyncio.gather(*(self._drop_task(task_id, keep=False) for task_id in list(self.tasks)))
+        finally:
+            if locked:
+                self.lock.release()
         if self.consumer is not None:
-            await self.consumer.stop()
+            try:
+                await asyncio.wait_for(self.consumer.stop(), CLOSE_STEP_S)
+            except Exception as exc:  # the broker is away: the group sees the session expire instead
+                log.warning("consumer_stop_failed", error=repr(exc))
         await self._after.put(None)
         if self._after_worker is not None:
             try:
-                await asyncio.wait_for(self._after_worker, timeout=10)
-            except TimeoutError:
+                await asyncio.wait_for(self._after_worker, timeout=CLOSE_STEP_S)
+            except TimeoutError:  # views left behind are written again when the tasks are next assigned
                 log.warning("after_commit_unfinished")
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self.stats.on_gc)
@@ -412,13 +435,15 @@ class Engine:
             for task_id in [t for t in self.suspended if t not in wanted]:
                 del self.suspended[task_id]  # another member owns it now: our copy would go stale
             try:
-                opened = await asyncio.gather(*(self._open_task(t) for t in wanted if t not in self.tasks))
+                opening = [self._open_task_when_reachable(t) for t in wanted if t not in self.tasks]
+                opened = await asyncio.gather(*opening)
             except Exception as exc:  # aiokafka only logs a listener's error: make the loop fail instead
                 log.error("task_open_failed", error=repr(exc), trace=traceback.format_exc(limit=8))
                 self.failure = exc
                 return
             for task in opened:
-                self.tasks[task.id] = task
+                if task is not None:
+                    self.tasks[task.id] = task
         log.info("tasks_assigned", tasks=sorted(self.tasks))
         self.started.set()
 
@@ -428,6 +453,22 @@ class Engine:
             for task_id in sorted({tp.partition for tp in revoked}):
                 if task_id in self.tasks:
                     await self._drop_task(task_id, keep=True)
+
+    async def _open_task_when_reachable(self, task_id: int) -> Task | None:
+        """``_open_task``, tried again while Kafka cannot be reached (a broker restarting): the service waits for
+        it instead of dying. None when a stop was asked for meanwhile."""
+        delay = self.config.retry_backoff_s
+        while True:
+            try:
+                return await self._open_task(task_id)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                if isinstance(exc, KafkaError) and not exc.retriable:
+                    raise
+                if self.stopping.is_set():
+                    return None
+                log.warning("task_open_retrying", task=task_id, error=repr(exc), in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, OPEN_RETRY_MAX_S)
 
     async def _open_task(self, task_id: int) -> Task:
         assert self.consumer is not None
@@ -536,7 +577,7 @@ class Engine:
         except Exception as exc:
             log.error("on_revoked_failed", task=task_id, error=repr(exc))
         try:
-            await task.producer.stop()
+            await asyncio.wait_for(task.producer.stop(), CLOSE_STEP_S)
         except Exception as exc:  # a fenced producer may fail to close cleanly; it writes nothing more anyway
             log.warning("producer_stop_failed", task=task_id, error=repr(exc))
         if keep:
@@ -776,7 +817,9 @@ class Engine:
             # again from what Kafka holds, as a new owner would (a new producer, the changelog, the offsets)
             log.warning("abort_failed_reopening_task", task=task.id, error=repr(exc))
             await self._drop_task(task.id, keep=True)
-            self.tasks[task.id] = await self._open_task(task.id)
+            reopened = await self._open_task_when_reachable(task.id)
+            if reopened is not None:
+                self.tasks[task.id] = reopened
             if backoff:
                 await asyncio.sleep(self.config.retry_backoff_s)
             return

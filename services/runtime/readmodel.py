@@ -6,6 +6,7 @@ Key layout (``{ns}`` is the namespace):
   {ns}:stock:{sku}        hash: location -> JSON availability (on_hand, reserved, safety_stock, available, incoming)
   {ns}:skus               set of every SKU with stock
   {ns}:service:{name}     JSON heartbeat of a running service
+  {ns}:views:{name}       a marker a service sets once: missing later, Redis lost its keys (views rebuilt)
 """
 
 from __future__ import annotations
@@ -127,6 +128,10 @@ class ReadModel:
 
     async def heartbeat(self, service: str, info: Mapping[str, Any]) -> None:
         await self.redis.set(self._key("service", service), orjson.dumps(dict(info)), ex=60)
+
+    async def mark_views(self, service: str) -> bool:
+        """Set the service's views marker; True when it was missing (Redis lost its keys since it was last set)."""
+        return bool(await self.redis.set(self._key("views", service), b"1", nx=True))
 
     async def services(self) -> dict[str, dict[str, Any]]:
         keys = [k async for k in self.redis.scan_iter(match=self._key("service", "*"))]
