@@ -6,6 +6,12 @@ the load's duration (never two kills of one service closer than ``min_gap_s``) a
 at once, as a supervisor would. A restart is *back* when its consumer group's committed offsets move past
 where they stood at the kill (it handled a message again), measured on Kafka, not in the logs; a service
 that had nothing to handle is back once its new process beats (its heartbeat) with no backlog waiting.
+
+The stack's own parts die too, when the bench runs on a stack ``baton stack up`` started (its home's PID files):
+``broker:N`` kills -9 a random Kafka node (``broker-2:N`` that one), waits ``BROKER_DOWN_S`` and starts it again;
+it is back when it is in the ISR of every partition again, and the pipeline is committing again when every
+service's group has committed past where it stood at the kill on every partition with records waiting.
+``redis:N`` restarts Redis (empty: the services write their views again); it is back when it answers.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +27,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from baton.processes import ServiceSet
+from baton.stack.local import LocalStack, redis_answers
 from services.runtime.admin import LagProbe, subscriptions
 from services.runtime.readmodel import ReadModel
 from services.runtime.replay import topic_partitions
 from services.runtime.settings import Settings
 
 SERVICES = ("orchestrator", "inventory", "wms", "payments")
+STACK_PARTS = ("broker", "redis")  # broker = a random node; broker-K = node K
+BROKER_DOWN_S = 3.0  # a killed broker stays down this long before it is started again (a supervisor's delay)
+REDIS_DOWN_S = 2.0
 
 
 class KillPlanError(ValueError):
@@ -47,16 +59,25 @@ class KillPlan:
         if not head or not count.isdigit() or int(count) < 1:
             raise KillPlanError(f"--kill {text!r}: give SERVICE:N with N >= 1, e.g. orchestrator:3 or wms:WH-PAR:2")
         kind, _, location = head.partition(":")
+        if re.fullmatch(r"broker(-[1-9])?|redis", head):
+            return cls(head, int(count))
         if kind not in SERVICES or (location and kind != "wms") or (kind == "wms" and head.endswith(":")):
             raise KillPlanError(f"--kill {text!r}: the service is one of orchestrator, inventory, payments, wms, "
-                                "wms:LOCATION")
+                                "wms:LOCATION, broker, broker-K (node K), redis")
         return cls(head, int(count))
+
+    @property
+    def stack_part(self) -> bool:
+        """A part of the stack (a Kafka node, Redis), not a service."""
+        return self.service.split("-")[0] in STACK_PARTS
 
     def candidates(self, names: Iterable[str]) -> list[str]:
         """The processes (``ServiceSet`` names) this plan may kill."""
         names = list(names)
         if self.service == "wms":
             return sorted(n for n in names if n.startswith("wms-"))
+        if self.service == "broker":
+            return sorted(n for n in names if n.startswith("broker-"))
         wanted = "wms-" + self.service.split(":", 1)[1] if self.service.startswith("wms:") else self.service
         return [wanted] if wanted in names else []
 
@@ -74,15 +95,22 @@ class Restart:
     service: str  # the process killed: orchestrator, inventory, wms-LOCATION
     killed_at: float  # epoch seconds
     back_at: float | None  # the first message handled again (None: not back in time)
-    measured_by: str = "offsets"  # offsets: its committed offsets moved; idle: it beat with nothing to handle
+    measured_by: str = "offsets"  # offsets: its committed offsets moved; idle: it beat with nothing to handle;
+    # isr: a broker back in every partition's ISR; answering: Redis answers again
+    answering_at: float | None = None  # a broker or Redis: its process answers again (after the pause)
+    committing_at: float | None = None  # a broker: every group committed past the kill where records waited
 
     @property
     def seconds(self) -> float | None:
-        return None if self.back_at is None else round(self.back_at - self.killed_at, 3)
+        return self._since(self.back_at)
+
+    def _since(self, at: float | None) -> float | None:
+        return None if at is None else round(at - self.killed_at, 3)
 
     def as_json(self) -> dict[str, Any]:
         return {"service": self.service, "killed_at": self.killed_at, "back_at": self.back_at,
-                "seconds": self.seconds, "measured_by": self.measured_by}
+                "seconds": self.seconds, "measured_by": self.measured_by,
+                "answering_s": self._since(self.answering_at), "committing_s": self._since(self.committing_at)}
 
 
 def schedule(plans: Sequence[KillPlan], names: Iterable[str], duration_s: float, seed: int,
@@ -120,14 +148,27 @@ class Chaos:
     back_timeout_s: float = 60.0
     restarts: list[Restart] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # kills not done: the load ended first
+    stack: LocalStack | None = None  # the stack's parts to kill (default: the one the settings' home started)
+    # one part of the stack down at a time: a second broker killed before the first is back in every ISR would
+    # leave one in sync, below min.insync.replicas (a different fault: the cluster refusing writes)
+    stack_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def plans(self) -> list[KillPlan]:
         return [self.plan] if isinstance(self.plan, KillPlan) else list(self.plan)
 
+    def victims(self) -> list[str]:
+        """Every process a plan may name: the services, and the stack's nodes and Redis when a plan kills those."""
+        names = list(self.services.services)
+        if any(plan.stack_part for plan in self.plans):
+            if self.stack is None:
+                self.stack = LocalStack(self.services.settings)
+            names += [f"broker-{node.node_id}" for node in self.stack.nodes] + ["redis"]
+        return names
+
     async def run(self, until: asyncio.Event) -> list[Restart]:
         """Play the kills until ``until`` is set (the load is over), then wait for every victim to be back."""
-        moments = schedule(self.plans, self.services.services, self.duration_s, self.seed, self.min_gap_s)
+        moments = schedule(self.plans, self.victims(), self.duration_s, self.seed, self.min_gap_s)
         started = time.monotonic()
         async with BackClock(self.services.settings, self.services.locations) as clock:
             watches = []
@@ -140,7 +181,55 @@ class Chaos:
         return self.restarts
 
     async def _kill(self, clock: BackClock, name: str) -> Restart:
+        if name.startswith("broker-") or name == "redis":
+            assert self.stack is not None
+            async with self.stack_turn:
+                if name == "redis":
+                    return await restart_redis_and_time(self.stack)
+                return await kill_broker_and_time(self.stack, clock, int(name.split("-")[1]), self.back_timeout_s)
         return await kill_and_time(self.services, clock, name, self.back_timeout_s)
+
+
+async def kill_broker_and_time(stack: LocalStack, clock: BackClock, node_id: int, timeout_s: float = 120.0,
+                               down_s: float = BROKER_DOWN_S) -> Restart:
+    """kill -9 Kafka node ``node_id``, start it again after ``down_s``; time it back in every ISR and the pipeline
+    committing again."""
+    at_kill = {group: await clock.committed_group(group) for group in clock.partitions}
+    await asyncio.to_thread(stack.kill_node, node_id)
+    killed_at = time.time()
+    committing = asyncio.create_task(clock.wait_committing(at_kill, timeout_s))
+    await asyncio.sleep(down_s)
+    await asyncio.to_thread(stack.start_node, node_id)
+    answering_at = time.time()
+    in_isr_at = await wait_in_every_isr(stack, node_id, killed_at + timeout_s)
+    return Restart(f"broker-{node_id}", killed_at, in_isr_at, "isr", answering_at, await committing)
+
+
+async def restart_redis_and_time(stack: LocalStack, down_s: float = REDIS_DOWN_S) -> Restart:
+    """Restart Redis (it comes back empty); back when it answers."""
+    killed_at = time.time()
+    await asyncio.to_thread(stack.restart_redis, down_s)
+    back = time.time() if redis_answers(stack.settings.redis_url) else None
+    return Restart("redis", killed_at, back, "answering", back)
+
+
+async def wait_in_every_isr(stack: LocalStack, node_id: int, deadline: float) -> float | None:
+    """When ``node_id`` is in the ISR of every partition it replicates (None: not by ``deadline``, epoch s)."""
+    settings = stack.admin_settings()
+    while time.time() < deadline:
+        admin = AIOKafkaAdminClient(**settings.kafka_client_options(), request_timeout_ms=10000)
+        try:
+            await admin.start()
+            described = await admin.describe_topics(await admin.list_topics())
+            partitions = [p for topic in described for p in topic["partitions"]]
+            if partitions and all(node_id in p["isr"] for p in partitions if node_id in p["replicas"]):
+                return time.time()
+        except Exception:  # a cluster still electing leaders: ask again
+            pass
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
+    return None
 
 
 async def kill_and_time(services: ServiceSet, clock: BackClock, name: str, timeout_s: float = 60.0) -> Restart:
@@ -189,8 +278,40 @@ class BackClock:
         await self.admin.close()
 
     async def committed(self, name: str) -> dict[TopicPartition, int]:
-        offsets = await self.admin.list_consumer_group_offsets(self.settings.group(name))
-        return {TopicPartition(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+        return await self.committed_group(self.settings.group(name))
+
+    async def committed_group(self, group: str, attempts: int = 20) -> dict[TopicPartition, int]:
+        """The group's committed offsets; asked again while a broker is away (its coordinator may be moving)."""
+        for attempt in range(attempts):
+            try:
+                offsets = await self.admin.list_consumer_group_offsets(group)
+                return {TopicPartition(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+            except KafkaError as exc:
+                if not exc.retriable or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
+
+    async def wait_committing(self, at_kill: dict[str, dict[TopicPartition, int]], timeout_s: float) -> float | None:
+        """When every group has committed past ``at_kill`` on each partition where records wait (epoch s)."""
+        deadline = time.time() + timeout_s
+        waiting = dict(at_kill)
+        while waiting and time.time() < deadline:
+            for group, before in list(waiting.items()):
+                with contextlib.suppress(Exception):  # a coordinator moving to another broker: ask again
+                    if await self._committing(group, before):
+                        del waiting[group]
+            if waiting:
+                await asyncio.sleep(self.poll_s)
+        return None if waiting else time.time()
+
+    async def _committing(self, group: str, before: dict[TopicPartition, int]) -> bool:
+        now = await self.committed_group(group)
+        tps = self.partitions.get(group, [])
+        ends = await self.consumer.end_offsets(tps) if tps else {}
+        # a partition is fine once its offsets moved, or when nothing but a transaction marker lies past them
+        return all(now.get(tp, -1) > before.get(tp, -1) or end - max(before.get(tp, 0), 0) <= 1
+                   for tp, end in ends.items())
 
     async def wait_back(
         self, name: str, killed_at: float, current_pid: Callable[[], int | None], timeout_s: float

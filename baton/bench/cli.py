@@ -35,7 +35,9 @@ def bench_command(
     no_workers: bool = typer.Option(False, "--no-workers",
                                     help="WMS nodes accept requests but nobody confirms tasks (allocation alone)."),
     kill: list[str] = typer.Option([], "--kill", help="SERVICE:N, repeatable: kill -9 and restart while orders flow "
-                                   "(orchestrator, inventory, payments, wms = a random node, wms:LOCATION)."),
+                                   "(orchestrator, inventory, payments, wms = a random node, wms:LOCATION; on a stack "
+                                   "`baton stack up` started: broker = a random Kafka node killed -9 and started 3 s "
+                                   "later, broker-K that node, redis = Redis restarted empty)."),
     kill_window: float | None = typer.Option(None, "--kill-window", help="Seconds over which the kills are spread."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document on stdout."),
     out: Path | None = typer.Option(None, "--out", help="Where the JSON and PNG go (default .baton/bench/<time>)."),

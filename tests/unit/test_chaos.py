@@ -14,15 +14,16 @@ NAMES = ["orchestrator", "inventory", "wms-WH-PAR", "wms-WH-LYO", "wms-ST-LYO"]
 @pytest.mark.parametrize(
     ("text", "service", "times"),
     [("orchestrator:3", "orchestrator", 3), ("inventory:2", "inventory", 2), ("wms:2", "wms", 2),
-     ("wms:WH-PAR:2", "wms:WH-PAR", 2), (" orchestrator:1 ", "orchestrator", 1)],
+     ("wms:WH-PAR:2", "wms:WH-PAR", 2), (" orchestrator:1 ", "orchestrator", 1), ("broker:2", "broker", 2),
+     ("broker-3:1", "broker-3", 1), ("redis:2", "redis", 2)],
 )
 def test_kill_plans_parse(text: str, service: str, times: int) -> None:
     assert KillPlan.parse(text) == KillPlan(service, times)
 
 
 @pytest.mark.parametrize(
-    "text", ["orchestrator", "orchestrator:0", "orchestrator:-1", "orchestrator:x", "redis:2", "inventory:WH:2",
-             "wms::2", ":3", ""],
+    "text", ["orchestrator", "orchestrator:0", "orchestrator:-1", "orchestrator:x", "inventory:WH:2",
+             "wms::2", ":3", "", "broker-:1", "broker-x:1", "broker:WH:1", "redis-1:1"],
 )
 def test_bad_kill_plans_are_refused_with_the_value(text: str) -> None:
     with pytest.raises(KillPlanError, match="--kill"):
@@ -34,6 +35,11 @@ def test_a_plan_names_the_processes_it_may_kill() -> None:
     assert KillPlan("wms", 1).candidates(NAMES) == ["wms-ST-LYO", "wms-WH-LYO", "wms-WH-PAR"]
     assert KillPlan("wms:WH-LYO", 1).candidates(NAMES) == ["wms-WH-LYO"]
     assert KillPlan("wms:NOWHERE", 1).candidates(NAMES) == []
+    stack = [*NAMES, "broker-1", "broker-2", "broker-3", "redis"]
+    assert KillPlan("broker", 1).candidates(stack) == ["broker-1", "broker-2", "broker-3"]
+    assert KillPlan("broker-2", 1).candidates(stack) == ["broker-2"]
+    assert KillPlan("redis", 1).candidates(stack) == ["redis"]
+    assert KillPlan("broker", 1).stack_part and not KillPlan("wms", 1).stack_part
 
 
 def test_kills_are_spread_over_the_load_and_reproducible() -> None:
