@@ -15,7 +15,7 @@ import pytest
 from services.runtime.settings import Settings
 from tests.support import run_bench
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]  # a bench under chaos, about a minute: `make test-long`
 ORDERS = 300
 KILLS = ("orchestrator:1", "inventory:1", "wms:1", "payments:1")
 FAIL_FIRST = 2

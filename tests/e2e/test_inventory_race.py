@@ -71,6 +71,7 @@ def test_a_thousand_orders_for_ten_units_allocate_exactly_ten(settings: Settings
     print(f"\nrace of {ORDERS} orders for 10 units settled in {elapsed:.1f} s")
 
 
+@pytest.mark.long  # the inventory's kill test proper is tests/e2e/test_kill_inventory.py; this one is half a minute
 def test_the_race_with_the_inventory_killed_twice_has_the_same_outcome(
     settings: Settings, services: ServiceSet
 ) -> None:

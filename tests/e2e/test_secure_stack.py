@@ -26,8 +26,8 @@ from baton.stack.local import LocalStack
 from services.runtime.admin import ensure_topics
 from services.runtime.settings import Settings, project_root
 
-KAFKA_PORT = 39092
-REDIS_PORT = 36379
+KAFKA_PORT = 23092  # below the ephemeral range (32768-60999): no client socket can hold it
+REDIS_PORT = 23379
 LOCATIONS = ("WH-A", "WH-B")
 
 pytestmark = pytest.mark.e2e
@@ -189,7 +189,7 @@ def test_a_scenario_ships_with_each_service_under_its_own_principal(
 
 def test_tls_on_the_client_listener_with_a_ca_made_at_set_up(tmp_path: Path) -> None:
     settings = Settings(
-        home=tmp_path, kafka_bootstrap="127.0.0.1:39292", redis_url="redis://127.0.0.1:36380/0", namespace="tls"
+        home=tmp_path, kafka_bootstrap="127.0.0.1:23292", redis_url="redis://127.0.0.1:23380/0", namespace="tls"
     )
     jars = project_root() / ".baton" / "kafka-jars"
     stack = LocalStack(settings, secure=True, tls=True, locations=("WH-A",), jars_dir=jars, timeout=120)

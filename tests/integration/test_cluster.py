@@ -27,6 +27,8 @@ from services.runtime.settings import Settings, project_root
 BASE_PORT = 29092
 REDIS_PORT = 26379
 
+pytestmark = [pytest.mark.integration, pytest.mark.long]  # a cluster of its own, 1.5 minutes: `make test-long`
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
