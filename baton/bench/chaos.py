@@ -11,7 +11,7 @@ The stack's own parts die too, when the bench runs on a stack ``baton stack up``
 ``broker:N`` kills -9 a random Kafka node (``broker-2:N`` that one), waits ``BROKER_DOWN_S`` and starts it again;
 it is back when it is in the ISR of every partition again, and the pipeline is committing again when every
 service's group has committed past where it stood at the kill on every partition with records waiting.
-``redis:N`` restarts Redis (empty: the services write their views again); it is back when it answers.
+``redis:N`` restarts Redis (empty); it is back once every service noticed and is writing its views again.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class Restart:
     killed_at: float  # epoch seconds
     back_at: float | None  # the first message handled again (None: not back in time)
     measured_by: str = "offsets"  # offsets: its committed offsets moved; idle: it beat with nothing to handle;
-    # isr: a broker back in every partition's ISR; answering: Redis answers again
+    # isr: a broker back in every partition's ISR; views: every service noticed a Redis restart (rewrites its views)
     answering_at: float | None = None  # a broker or Redis: its process answers again (after the pause)
     committing_at: float | None = None  # a broker: every group committed past the kill where records waited
 
@@ -185,7 +185,7 @@ class Chaos:
             assert self.stack is not None
             async with self.stack_turn:
                 if name == "redis":
-                    return await restart_redis_and_time(self.stack)
+                    return await restart_redis_and_time(self.stack, self.services, self.back_timeout_s)
                 return await kill_broker_and_time(self.stack, clock, int(name.split("-")[1]), self.back_timeout_s)
         return await kill_and_time(self.services, clock, name, self.back_timeout_s)
 
@@ -205,12 +205,24 @@ async def kill_broker_and_time(stack: LocalStack, clock: BackClock, node_id: int
     return Restart(f"broker-{node_id}", killed_at, in_isr_at, "isr", answering_at, await committing)
 
 
-async def restart_redis_and_time(stack: LocalStack, down_s: float = REDIS_DOWN_S) -> Restart:
-    """Restart Redis (it comes back empty); back when it answers."""
+async def restart_redis_and_time(stack: LocalStack, services: ServiceSet, timeout_s: float = 60.0,
+                                 down_s: float = REDIS_DOWN_S) -> Restart:
+    """Restart Redis (it comes back empty); back once every service has noticed (set its views marker again) and
+    so is writing its views again."""
     killed_at = time.time()
     await asyncio.to_thread(stack.restart_redis, down_s)
-    back = time.time() if redis_answers(stack.settings.redis_url) else None
-    return Restart("redis", killed_at, back, "answering", back)
+    answering_at = time.time() if redis_answers(stack.settings.redis_url) else None
+    read_model = ReadModel(services.settings.redis_url, services.settings.namespace)
+    try:
+        deadline = killed_at + timeout_s
+        waiting = set(services.services)
+        while waiting and time.time() < deadline:
+            with contextlib.suppress(Exception):  # connections the restart broke
+                waiting = {name for name in waiting if not await read_model.views_marked(name)}
+            await asyncio.sleep(0.2)
+    finally:
+        await read_model.close()
+    return Restart("redis", killed_at, None if waiting else time.time(), "views", answering_at)
 
 
 async def wait_in_every_isr(stack: LocalStack, node_id: int, deadline: float) -> float | None:

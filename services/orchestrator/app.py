@@ -408,7 +408,7 @@ class Orchestrator(StreamService):
         raw_of = dict(orders.committed_raw_items())
         for start in range(0, len(order_ids), VIEWS_PER_PIPELINE):
             chunk = [order_id for order_id in order_ids[start:start + VIEWS_PER_PIPELINE] if order_id in raw_of]
-            shown = await self.read_model.read_orders(chunk)
+            shown = await self.read_views(chunk)
             # only views older than the stored order are rebuilt: decoding every order (100,000 after a restart)
             # would hold the event loop, and the batches behind it, for tens of seconds
             stale = [order_id for order_id in chunk
@@ -422,6 +422,17 @@ class Orchestrator(StreamService):
             await asyncio.sleep(0)  # let the batches run between chunks
         log.info("views_resynced", task=task, orders=len(order_ids), rewritten=rewritten,
                  seconds=round(time.monotonic() - started, 3))
+
+    async def read_views(self, order_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """As ``write_views``: Redis hiccups are retried (a Redis just restarted left broken connections in the pool:
+        a re-sync that died on one left a whole task's views missing)."""
+        for attempt in range(VIEW_WRITE_ATTEMPTS):
+            try:
+                return await self.read_model.read_orders(order_ids)
+            except (OSError, RedisError) as exc:
+                log.warning("views_read_failed", attempt=attempt + 1, error=repr(exc))
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        return await self.read_model.read_orders(order_ids)
 
     async def write_views(self, views: list[dict[str, Any]], *, only_newer: bool = False) -> None:
         """One pipeline; Redis hiccups are retried (a view never written would show an order stuck)."""

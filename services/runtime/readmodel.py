@@ -133,6 +133,10 @@ class ReadModel:
         """Set the service's views marker; True when it was missing (Redis lost its keys since it was last set)."""
         return bool(await self.redis.set(self._key("views", service), b"1", nx=True))
 
+    async def views_marked(self, service: str) -> bool:
+        """The service's views marker is set (after a Redis restart: the service noticed and rewrites its views)."""
+        return bool(await self.redis.exists(self._key("views", service)))
+
     async def services(self) -> dict[str, dict[str, Any]]:
         keys = [k async for k in self.redis.scan_iter(match=self._key("service", "*"))]
         values = await self.redis.mget(keys) if keys else []

@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -25,12 +26,12 @@ from baton.feeds import wait_views_current
 from baton.invariants import Expected, check_invariants_from_topics
 from baton.processes import ServiceSet
 from baton.publish import Publisher
-from baton.stack.local import LocalStack
+from baton.stack.local import LocalStack, StackError
 from schemas.topics import ORDERS_INBOUND
 from services.runtime.settings import Settings, project_root
 from tests.support import availability, order_statuses, quiescent, running_services, ship_order, wait_for, warehouse
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]  # minutes of broker faults: `make test-long`
 
 CLUSTER_PORT = 27092  # nodes on 27092-27094, controllers on 27192-27194
 CLUSTER_REDIS = 27379
@@ -66,6 +67,9 @@ def _rig(tmp: Path, port: int, redis_port: int, brokers: int) -> Iterator[Rig]:
             asyncio.run(_stock_seen(settings, services))
             yield Rig(stack, settings, services)
     finally:
+        for node in stack.nodes:  # its data is wiped next: no controlled shutdown to wait for
+            with contextlib.suppress(StackError):
+                stack.kill_node(node.node_id)
         stack.down(wipe=True)
 
 
@@ -143,7 +147,10 @@ def test_sigterm_stops_every_service_within_10_s_while_the_broker_is_down(single
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-async def _orders_during(rig: Rig, prefix: str, count: int | None, fault: Callable[[], Awaitable[None]]) -> None:
+Fault = Callable[[], Coroutine[Any, Any, None]]
+
+
+async def _orders_during(rig: Rig, prefix: str, count: int | None, fault: Fault) -> None:
     """Orders at a steady pace while ``fault`` plays (``count`` of them, or until the fault is over), then every
     order so far shipped, every service caught up and every invariant held."""
     faulting = asyncio.create_task(fault())
