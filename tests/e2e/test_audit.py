@@ -155,6 +155,7 @@ def test_whatif_with_the_rules_in_force_changes_nothing_and_cost_first_shows_dif
     assert _baton(settings, "replay", "decision", "--all").returncode == 0
 
 
+@pytest.mark.long  # half a minute; the clean run and the tamper test stay in `make test`
 def test_a_run_with_every_service_killed_audits_clean_and_replays_the_same(settings: Settings) -> None:
     """kill -9 of the orchestrator, the inventory and a WMS node while 40 orders flow: aborted transactions and
     re-delivered confirmations are no violation, and every decision still replays the same."""
@@ -168,6 +169,7 @@ def test_a_run_with_every_service_killed_audits_clean_and_replays_the_same(setti
     assert replays["agree"] == 40, replays["disagree"]
 
 
+@pytest.mark.long  # half a minute; the clean run and the tamper test stay in `make test`
 def test_a_run_with_returns_and_refunds_audits_clean(settings: Settings) -> None:
     """Returns in store and by mail, restocks, refunds (one failing first, retried with its key), an exchange:
     every refund paid once per key and within what was paid, every restock caused by its return."""

@@ -143,7 +143,10 @@ def check_exactly_once(outputs: list[dict[str, object]], state: dict[str, dict[s
     assert all(sorted(ns) == list(range(1, per_sku[sku] + 1)) for sku, ns in numbers.items())
 
 
-@pytest.mark.parametrize("static_membership", [False, True], ids=["dynamic", "static"])
+# static membership is what the services run with; the dynamic variant is half a minute more (`make test-long`)
+@pytest.mark.parametrize(
+    "static_membership", [pytest.param(False, marks=pytest.mark.long), True], ids=["dynamic", "static"]
+)
 async def test_kill_9_twice_every_input_applied_once(settings: Settings, static_membership: bool) -> None:
     await create_toy_topics(settings)
     toy = ToyProcess(settings, "toy-1", instance_id="1" if static_membership else None)
@@ -166,6 +169,7 @@ async def test_kill_9_twice_every_input_applied_once(settings: Settings, static_
     assert '"engine_stopped"' in toy.log_path.read_text()
 
 
+@pytest.mark.long  # the services' own case is tests/e2e/test_orchestrator_kill.py (two orchestrators, one killed)
 async def test_two_instances_one_killed_mid_flow(settings: Settings) -> None:
     await create_toy_topics(settings)
     first, second = ToyProcess(settings, "toy-a"), ToyProcess(settings, "toy-b")

@@ -130,6 +130,7 @@ async def _payments_log(settings: Settings) -> tuple[list[dict[str, Any]], list[
             [(env.type, env.data) for env, _ in events if env is not None])
 
 
+@pytest.mark.long  # the kills during returns stay in `make test` (returns_kills.yaml); this load is half a minute more
 def test_returns_in_a_load_under_kills_never_refund_beyond_paid_nor_twice(settings: Settings) -> None:
     scenario = load_scenario(SCENARIOS / "returns_chaos.yaml")
     outcome = run_scenario(scenario, settings, RunOptions(namespace=settings.namespace, timeout_s=300))

@@ -105,6 +105,7 @@ def orders(first: int, count: int) -> dict[str, dict[str, int]]:
     return {f"K-{n:04d}": {SKUS[n % 3]: 1 + n % 2, SKUS[(n + 1) % 3]: 1} for n in range(first, first + count)}
 
 
+@pytest.mark.long  # the node's kill test in `make test` is the one above (killed twice while orders flow)
 def test_a_node_killed_mid_wave_loses_and_doubles_nothing(settings: Settings, services: ServiceSet) -> None:
     ordered = {**orders(0, BEFORE), **orders(BEFORE, WHILE_DOWN)}
     at_kill = asyncio.run(_kill_mid_wave(settings, services))
