@@ -14,10 +14,10 @@ import asyncio
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
@@ -60,6 +60,7 @@ CAPACITY = "capacity"
 REPLAYABLE_EMITS = 1  # per order (see _bound_replayable_emits)
 VIEWS_PER_PIPELINE = 500
 VIEW_WRITE_ATTEMPTS = 8
+T = TypeVar("T")
 REFIRE_AFTER_S = 10.0  # a deadline sent but still open (its transaction aborted?) is sent again after this
 log = get_logger(__name__)
 
@@ -426,25 +427,23 @@ class Orchestrator(StreamService):
     async def read_views(self, order_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """As ``write_views``: Redis hiccups are retried (a Redis just restarted left broken connections in the pool:
         a re-sync that died on one left a whole task's views missing)."""
-        for attempt in range(VIEW_WRITE_ATTEMPTS):
-            try:
-                return await self.read_model.read_orders(order_ids)
-            except (OSError, RedisError) as exc:
-                log.warning("views_read_failed", attempt=attempt + 1, error=repr(exc))
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-        return await self.read_model.read_orders(order_ids)
+        return await _redis_retried("views_read_failed", lambda: self.read_model.read_orders(order_ids))
 
     async def write_views(self, views: list[dict[str, Any]], *, only_newer: bool = False) -> None:
         """One pipeline; Redis hiccups are retried (a view never written would show an order stuck)."""
         write = self.read_model.write_orders_if_newer if only_newer else self.read_model.write_orders
-        for attempt in range(VIEW_WRITE_ATTEMPTS):
-            try:
-                await write(views)
-                return
-            except (OSError, RedisError) as exc:
-                log.warning("views_write_failed", attempt=attempt + 1, error=repr(exc))
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-        await write(views)
+        await _redis_retried("views_write_failed", lambda: write(views))
+
+
+async def _redis_retried(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, tried again with a growing pause (at most 5 s) while Redis fails; the last try raises."""
+    for attempt in range(VIEW_WRITE_ATTEMPTS):
+        try:
+            return await call()
+        except (OSError, RedisError) as exc:
+            log.warning(what, attempt=attempt + 1, error=repr(exc))
+            await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+    return await call()
 
 
 def _bound_replayable_emits(state: OrderState) -> None:
