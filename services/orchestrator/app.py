@@ -61,7 +61,7 @@ REPLAYABLE_EMITS = 1  # per order (see _bound_replayable_emits)
 VIEWS_PER_PIPELINE = 500
 VIEW_WRITE_ATTEMPTS = 8
 T = TypeVar("T")
-REFIRE_AFTER_S = 10.0  # a deadline sent but still open (its transaction aborted?) is sent again after this
+REFIRE_AFTER_S = 10.0  # a deadline sent but never committed (its transaction aborted) is sent again after this
 log = get_logger(__name__)
 
 
@@ -152,17 +152,22 @@ class StockView:
 
 
 class Deadlines:
-    """One task's open deadlines, soonest first, and the ones sent but not yet seen handled.
+    """One task's open deadlines, soonest first, the ones sent but not yet committed, and the ones committed.
 
-    A deadline is marked sent as it is sent, not once its transaction committed: an aborted one is sent again
-    after ``REFIRE_AFTER_S``. Sending twice is harmless (same event id; the saga applies it once); the index is
-    updated from committed states only, so an order's new deadline (or none) ends its re-sending.
+    A deadline is marked sent as it is sent, and delivered once its transaction committed: from then on it is in
+    this task's own input (``orders.timers``, read exactly once) and is never sent again while it stays due. One
+    whose transaction aborted (never delivered) is sent again after ``REFIRE_AFTER_S``. Re-sending what was
+    delivered, as this once did every 10 s, fed on itself under load: with 100,000 orders and an input backlog
+    longer than 10 s, every due deadline went out again and again behind the backlog (5.7 million
+    ``OrderDeadlineReached`` in 20 minutes). Sending twice is harmless (same event id; the saga applies it once);
+    the index is updated from committed states only, so an order's new deadline (or none) ends its re-sending.
     """
 
     def __init__(self) -> None:
         self.due: dict[str, Deadline] = {}
         self.heap: list[tuple[datetime, str]] = []
-        self.sent: dict[str, float] = {}  # order id -> when its due deadline was last sent (monotonic)
+        self.sent: dict[str, float] = {}  # order id -> when its due deadline was last sent (monotonic), uncommitted
+        self.delivered: set[str] = set()  # order ids whose due deadline's message committed
 
     def track(self, order_id: str, deadline: Deadline | None) -> None:
         """The order's deadline as committed (None: it has none)."""
@@ -170,6 +175,7 @@ class Deadlines:
         if known == deadline:
             return
         self.sent.pop(order_id, None)
+        self.delivered.discard(order_id)
         if deadline is None:
             self.due.pop(order_id, None)
             return
@@ -181,12 +187,18 @@ class Deadlines:
         while self.heap and self.heap[0][0] <= now:
             _, order_id = heapq.heappop(self.heap)
             deadline = self.due.get(order_id)
-            if deadline is not None and deadline.due <= now and order_id not in self.sent:
+            if deadline is not None and deadline.due <= now and order_id not in self.sent \
+                    and order_id not in self.delivered:
                 self.sent[order_id] = clock - REFIRE_AFTER_S
         ripe = [(order_id, self.due[order_id]) for order_id, at in self.sent.items() if clock - at >= REFIRE_AFTER_S]
         for order_id, _ in ripe:
             self.sent[order_id] = clock
         return ripe
+
+    def committed_sent(self, order_id: str, deadline: Deadline) -> None:
+        """The transaction that sent ``deadline`` committed: unless the order moved on since, it is never re-sent."""
+        if self.due.get(order_id) == deadline and self.sent.pop(order_id, None) is not None:
+            self.delivered.add(order_id)
 
 
 class CapacityUse:
@@ -250,6 +262,7 @@ class Batch:
 
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     deadlines: dict[str, Deadline | None] = field(default_factory=dict)
+    deadlines_sent: list[tuple[str, Deadline]] = field(default_factory=list)
     capacity: dict[str, int] = field(default_factory=dict)
 
 
@@ -378,6 +391,7 @@ class Orchestrator(StreamService):
             emit = Emit.to(ORDERS_TIMERS, order_id, reached, f"deadline:{order_id}:{deadline.kind}:{deadline.due}")
             ctx.send([emit], correlationid=order_id, causationid=None)
         if ripe:
+            self.batch(ctx).deadlines_sent.extend(ripe)
             log.info("deadlines_reached", task=ctx.task, count=len(ripe))
 
     # --- after the commit -------------------------------------------------------------------------------
@@ -400,6 +414,8 @@ class Orchestrator(StreamService):
         if deadlines is not None:
             for order_id, deadline in batch.deadlines.items():
                 deadlines.track(order_id, deadline)
+            for order_id, deadline in batch.deadlines_sent:
+                deadlines.committed_sent(order_id, deadline)
         self.capacity.commit(task, batch.capacity)
         if batch.views:
             await self.write_views(list(batch.views.values()))

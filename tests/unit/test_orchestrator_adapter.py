@@ -187,7 +187,7 @@ def test_a_rolled_back_batch_leaves_no_view_no_state_and_no_deadline() -> None:
     assert "O-1" in service.deadlines[0].due
 
 
-def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_it_is_still_open_later() -> None:
+def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that_transaction_rolled_back() -> None:
     service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
     clock = [100.0]
     service.clock = lambda: clock[0]
@@ -199,19 +199,36 @@ def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_it_i
     driver.timer(due - timedelta(seconds=1))
     assert driver.commit() == []
     driver.timer(due + timedelta(seconds=1))
-    out = driver.commit()
+    driver.roll_back()  # the first send's transaction aborted
+    clock[0] += 1
+    driver.timer(due + timedelta(seconds=2))
+    assert driver.commit() == []  # sent: not again at once
+    clock[0] += REFIRE_AFTER_S
+    driver.timer(due + timedelta(seconds=12))
+    out = driver.commit()  # never committed, still open after a while: sent again
     [reached] = sent(out, "order.deadline_reached.v1")
     assert reached["order_id"] == "O-1" and reached["kind"] == "reserve"
     assert out[0].topic == SETTINGS.topic("orders.timers.v1")
-    clock[0] += 1
-    driver.timer(due + timedelta(seconds=2))
-    assert driver.commit() == []  # sent: not again while it is being handled
-    clock[0] += REFIRE_AFTER_S
-    driver.timer(due + timedelta(seconds=12))
-    driver.roll_back()  # still open after a while (the first send's transaction aborted): sent again
-    clock[0] += REFIRE_AFTER_S
-    driver.timer(due + timedelta(seconds=22))
+
+
+def test_a_deadline_whose_message_committed_is_not_sent_again_however_long_it_waits_to_be_handled() -> None:
+    """Once committed, the message is in the task's own input and will be read: sending it again behind an input
+    backlog longer than the re-send delay fed on itself (millions of copies with 100,000 orders due)."""
+    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
+    clock = [100.0]
+    service.clock = lambda: clock[0]
+    driver = Driver(service)
+    driver.assign()
+    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
+    driver.commit()
+    due = service.deadlines[0].due["O-1"].due
+    driver.timer(due + timedelta(seconds=1))
     assert len(sent(driver.commit(), "order.deadline_reached.v1")) == 1
+    for step in range(1, 6):
+        clock[0] += REFIRE_AFTER_S
+        driver.timer(due + timedelta(seconds=1 + step * REFIRE_AFTER_S))
+        assert driver.commit() == []
+    assert service.deadlines[0].sent == {}
 
 
 def test_a_deadline_handled_is_not_sent_again() -> None:
