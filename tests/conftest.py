@@ -15,6 +15,10 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 
+# imported here: hypothesis's pytest plugin imports it lazily in the session's end-of-run summary, and a run of the
+# Kafka tests alone (no test importing hypothesis before) then failed after every test passed, with CPython
+# 3.11.7's "SystemError: AST constructor recursion depth mismatch" while pytest rewrote it
+import hypothesis  # noqa: F401
 import pytest
 
 from baton.stack.local import ensured_stack, kafka_answers, redis_answers
