@@ -187,7 +187,9 @@ def test_a_rolled_back_batch_leaves_no_view_no_state_and_no_deadline() -> None:
     assert "O-1" in service.deadlines[0].due
 
 
-def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that_transaction_rolled_back() -> None:
+def placed_with_a_deadline() -> tuple[Orchestrator, Driver, list[float], datetime]:
+    """An orchestrator on a clock the test moves (``clock[0]``), order O-1 placed and committed, and when its
+    first deadline is due."""
     service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
     clock = [100.0]
     service.clock = lambda: clock[0]
@@ -195,7 +197,11 @@ def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that
     driver.assign()
     driver.feed(placed("O-1"), ORDERS_INBOUND.name)
     driver.commit()
-    due = service.deadlines[0].due["O-1"].due
+    return service, driver, clock, service.deadlines[0].due["O-1"].due
+
+
+def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that_transaction_rolled_back() -> None:
+    _, driver, clock, due = placed_with_a_deadline()
     driver.timer(due - timedelta(seconds=1))
     assert driver.commit() == []
     driver.timer(due + timedelta(seconds=1))
@@ -214,14 +220,7 @@ def test_a_due_deadline_is_sent_in_the_timers_transaction_and_again_only_if_that
 def test_a_deadline_whose_message_committed_is_not_sent_again_however_long_it_waits_to_be_handled() -> None:
     """Once committed, the message is in the task's own input and will be read: sending it again behind an input
     backlog longer than the re-send delay fed on itself (millions of copies with 100,000 orders due)."""
-    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
-    clock = [100.0]
-    service.clock = lambda: clock[0]
-    driver = Driver(service)
-    driver.assign()
-    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
-    driver.commit()
-    due = service.deadlines[0].due["O-1"].due
+    service, driver, clock, due = placed_with_a_deadline()
     driver.timer(due + timedelta(seconds=1))
     assert len(sent(driver.commit(), "order.deadline_reached.v1")) == 1
     for step in range(1, 6):
@@ -232,14 +231,7 @@ def test_a_deadline_whose_message_committed_is_not_sent_again_however_long_it_wa
 
 
 def test_a_deadline_handled_is_not_sent_again() -> None:
-    service, _ = orchestrator(NEAR, stock={("WH-NEAR", "TEE"): 5})
-    clock = [100.0]
-    service.clock = lambda: clock[0]
-    driver = Driver(service)
-    driver.assign()
-    driver.feed(placed("O-1"), ORDERS_INBOUND.name)
-    driver.commit()
-    due = service.deadlines[0].due["O-1"].due
+    service, driver, clock, due = placed_with_a_deadline()
     driver.timer(due + timedelta(seconds=1))
     [record] = driver.commit()
     envelope, message = decode(record.value)
